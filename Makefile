@@ -1,0 +1,49 @@
+# Entry points. The version comes from one place: the VERSION file.
+VERSION  := $(shell cat VERSION)
+MODULE   := github.com/vault-plugin-mirakl/vault-plugin-mirakl
+PLUGIN   := vault-plugin-mirakl
+GO       ?= go
+LDFLAGS  := -s -w -X $(MODULE).Version=$(VERSION)
+GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
+
+.PHONY: all build test test-unit test-e2e vault fmt vet clean dev bench
+
+all: build
+
+## build: the plugin binary, version-stamped, into bin/
+build:
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/$(PLUGIN) ./cmd/$(PLUGIN)
+
+## test: the whole suite: unit tests, then end-to-end tests against a real Vault
+test: test-unit test-e2e
+
+## test-unit: the engine in-process; needs no Vault
+test-unit:
+	$(GO) test -race -count=1 ./...
+
+## vault: print the vault binary the e2e tests and the demo use (builds it on first use)
+vault:
+	@scripts/vault-bin.sh
+
+## test-e2e: real vault server, agent and CLI processes on loopback
+test-e2e: build
+	VAULT_BIN="$$(scripts/vault-bin.sh)" PLUGIN_BIN="$(CURDIR)/bin/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" \
+		$(GO) test -race -count=1 -tags e2e -timeout 30m ./e2e/...
+
+## dev: a Vault dev server with the plugin mounted at mirakl/ and a fake Mirakl
+dev: build
+	scripts/dev.sh
+
+## bench: in-process and real-Vault benchmarks, printed as one table
+bench: build
+	scripts/bench.sh
+
+fmt:
+	gofmt -w .
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
+
+clean:
+	rm -rf bin dist
