@@ -1,0 +1,123 @@
+package vaulttest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// cliTimeout bounds one CLI command.
+const cliTimeout = 2 * time.Minute
+
+// Result is one finished CLI command.
+type Result struct {
+	Args     []string // what followed "vault"
+	Token    string   // the VAULT_TOKEN it ran with
+	Stdout   string
+	Stderr   string
+	ExitCode int
+}
+
+// Output is stdout and stderr together, for messages and searches.
+func (r *Result) Output() string { return r.Stdout + r.Stderr }
+
+// CLI runs the vault binary against one server as a user would, with
+// VAULT_ADDR and VAULT_TOKEN set and nothing else of the caller's Vault
+// environment. Every command and its output is kept in the server's
+// Transcript.
+type CLI struct {
+	server *Server
+	token  string
+	env    []string
+}
+
+// CLI runs commands with the root token.
+func (s *Server) CLI() *CLI { return &CLI{server: s, token: s.RootToken()} }
+
+// CLIWithToken runs commands with the given token ("" for none).
+func (s *Server) CLIWithToken(token string) *CLI { return &CLI{server: s, token: token} }
+
+// WithEnv returns a CLI that adds KEY=value pairs to the environment.
+func (c *CLI) WithEnv(kv ...string) *CLI {
+	return &CLI{server: c.server, token: c.token, env: append(append([]string(nil), c.env...), kv...)}
+}
+
+// Run runs `vault args...` and returns what happened, whatever the exit code.
+// It fails the test only when the command cannot be run at all.
+func (c *CLI) Run(t testing.TB, args ...string) *Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.server.Env.VaultBin, args...)
+	cmd.Env = append(cleanEnv(),
+		"VAULT_ADDR="+c.server.Addr,
+		"VAULT_TOKEN="+c.token,
+		// No token helper file, no colours, no pager.
+		"HOME="+c.server.Dir,
+		"NO_COLOR=1",
+	)
+	cmd.Env = append(cmd.Env, c.env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := &Result{Args: args, Token: c.token, Stdout: stdout.String(), Stderr: stderr.String()}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.ExitCode = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("vaulttest: running vault %s: %v", strings.Join(args, " "), err)
+	}
+	c.server.record(r)
+	return r
+}
+
+// MustRun runs `vault args...`, fails the test unless it exits 0, and
+// returns its stdout.
+func (c *CLI) MustRun(t testing.TB, args ...string) string {
+	t.Helper()
+	r := c.Run(t, args...)
+	if r.ExitCode != 0 {
+		t.Fatalf("vault %s: exit %d:\n%s", strings.Join(args, " "), r.ExitCode, r.Output())
+	}
+	return r.Stdout
+}
+
+// MustRunJSON runs a command that prints JSON (pass -format=json in args),
+// fails the test unless it exits 0, and decodes stdout into v.
+func (c *CLI) MustRunJSON(t testing.TB, v any, args ...string) {
+	t.Helper()
+	out := c.MustRun(t, args...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("vault %s: output is not JSON (%v):\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// MustFail runs `vault args...`, fails the test if it exits 0, and returns
+// the result for checks on the message.
+func (c *CLI) MustFail(t testing.TB, args ...string) *Result {
+	t.Helper()
+	r := c.Run(t, args...)
+	if r.ExitCode == 0 {
+		t.Fatalf("vault %s succeeded, want a failure:\n%s", strings.Join(args, " "), r.Output())
+	}
+	return r
+}
+
+func (s *Server) record(r *Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.transcript = append(s.transcript, r)
+}
+
+// Transcript is every CLI command run against this server so far, in order.
+func (s *Server) Transcript() []*Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Result(nil), s.transcript...)
+}
