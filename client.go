@@ -101,7 +101,6 @@ type tokenClient struct {
 	credentials clientcredentials.Config
 	timeout     time.Duration
 	secret      string // only to redact it from excerpts
-	httpClient  *http.Client
 	retrying    *retryablehttp.Client
 }
 
@@ -417,7 +416,7 @@ func jitteredBackoff(waitMin, waitMax time.Duration, attempt int, resp *http.Res
 		wait = waitMax
 	}
 	// Full jitter over the upper half keeps a floor while spreading retries.
-	return wait/2 + rand.N(wait/2+1)
+	return wait/2 + rand.N(wait/2+1) //nolint:gosec // G404: jitter only spreads retries out; nothing depends on it being unpredictable.
 }
 
 // retryAfter reads a Retry-After header in seconds or as an HTTP date.

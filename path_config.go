@@ -19,7 +19,7 @@ import (
 const (
 	configStorageKey = "config"
 
-	defaultTokenURL       = "https://auth.mirakl.net/oauth/token"
+	defaultTokenURL       = "https://auth.mirakl.net/oauth/token" //nolint:gosec // G101: Mirakl's public token endpoint, not a credential.
 	defaultRequestTimeout = 30 * time.Second
 	defaultMinTTL         = 10 * time.Minute
 
