@@ -88,7 +88,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	return resp, nil
 }
 
-const pathTokenHelpSynopsis = `Get a Mirakl Connect Bearer token.`
+const pathTokenHelpSynopsis = `Get a Mirakl Connect Bearer token.` //nolint:gosec // G101: help text, not a credential.
 
 const pathTokenHelpDescription = `
 Returns a Bearer token for the Mirakl Connect APIs, exchanged with the stored
