@@ -42,10 +42,8 @@ func pathToken(b *backend) *framework.Path {
 func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	var minTTL *time.Duration
 	if v, ok := d.GetOk(fieldMinTTL); ok {
+		// The framework already refused negative and unparsable values.
 		ttl := time.Duration(v.(int)) * time.Second
-		if ttl < 0 {
-			return logical.ErrorResponse("min_ttl must be zero or a positive duration, such as 30m"), nil
-		}
 		minTTL = &ttl
 	}
 

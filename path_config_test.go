@@ -1,0 +1,209 @@
+package mirakl
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+)
+
+func TestConfigCreateReadHidesSecret(t *testing.T) {
+	env := newTestEnv(t)
+	env.Configure(map[string]any{"min_ttl": "15m", "request_timeout": "20s"})
+
+	resp, err := env.ReadConfig()
+	requireOK(t, resp, err)
+	want := map[string]any{
+		"client_id":       testClientID,
+		"token_url":       env.fake.TokenURL(),
+		"request_timeout": int64(20),
+		"min_ttl":         int64(900),
+		"ca_cert":         "",
+	}
+	for k, v := range want {
+		if resp.Data[k] != v {
+			t.Errorf("%s = %#v, want %#v", k, resp.Data[k], v)
+		}
+	}
+	if _, ok := resp.Data["client_secret"]; ok {
+		t.Error("config read returned client_secret")
+	}
+	if strings.Contains(serialized(t, resp), testClientSecret) {
+		t.Fatal("the client secret appears in the serialized config read")
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	env := newTestEnv(t)
+	resp, err := env.WriteConfig(map[string]any{"client_id": "id", "client_secret": "secret", "verify": false})
+	requireOK(t, resp, err)
+	resp, err = env.ReadConfig()
+	requireOK(t, resp, err)
+	if resp.Data["token_url"] != defaultTokenURL || resp.Data["request_timeout"] != int64(30) || resp.Data["min_ttl"] != int64(600) {
+		t.Fatalf("defaults not applied: %#v", resp.Data)
+	}
+	if env.fake.Requests() != 0 {
+		t.Fatal("verify=false still called Mirakl")
+	}
+}
+
+func TestConfigUpdateChangesOnlyNamedFields(t *testing.T) {
+	env := newTestEnv(t)
+	env.Configure(map[string]any{"min_ttl": "15m"})
+
+	resp, err := env.WriteConfig(map[string]any{"request_timeout": "5s"})
+	requireOK(t, resp, err)
+
+	resp, err = env.ReadConfig()
+	requireOK(t, resp, err)
+	if resp.Data["client_id"] != testClientID || resp.Data["min_ttl"] != int64(900) || resp.Data["request_timeout"] != int64(5) {
+		t.Fatalf("update touched other fields: %#v", resp.Data)
+	}
+	stored, err := readConfig(env.ctx, env.storage)
+	if err != nil || stored.ClientSecret != testClientSecret {
+		t.Fatalf("update lost the secret: %v", err)
+	}
+}
+
+func TestConfigCreateRequiresCredentials(t *testing.T) {
+	env := newTestEnv(t)
+	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID})
+	requireUserError(t, resp, err, "client_secret is required")
+	resp, err = env.WriteConfig(map[string]any{"client_secret": testClientSecret})
+	requireUserError(t, resp, err, "client_id is required")
+	if cfg, _ := readConfig(env.ctx, env.storage); cfg != nil {
+		t.Fatal("an invalid create stored a config")
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	cases := []struct {
+		name  string
+		field string
+		value any
+		want  string
+	}{
+		{"empty client id", "client_id", "  ", "client_id is required"},
+		{"empty secret", "client_secret", "", "client_secret is required"},
+		{"relative url", "token_url", "/oauth/token", "not an absolute URL"},
+		{"plain http remote", "token_url", "http://auth.mirakl.net/oauth/token", "must use https"},
+		{"other scheme", "token_url", "ftp://auth.mirakl.net/oauth/token", "must be an https URL"},
+		{"credentials in url", "token_url", "https://user:pw@auth.mirakl.net/oauth/token", "must not carry credentials"},
+		{"no host", "token_url", "https:///oauth/token", "not an absolute URL"},
+		{"zero timeout", "request_timeout", "0s", "request_timeout must be a positive duration"},
+		{"negative timeout", "request_timeout", "-5s", `"request_timeout": cannot provide negative value`},
+		{"negative min_ttl", "min_ttl", "-1m", `"min_ttl": cannot provide negative value`},
+		{"unparsable min_ttl", "min_ttl", "soon", "min_ttl"},
+		{"unparsable timeout", "request_timeout", "fast", "request_timeout"},
+		{"bad pem", "ca_cert", "not a certificate", "ca_cert must be one or more PEM certificates"},
+		{"wrong pem type", "ca_cert", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "only CERTIFICATE blocks"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newTestEnv(t)
+			env.Configure(nil)
+			before, _ := env.storage.Get(env.ctx, configStorageKey)
+
+			resp, err := env.WriteConfig(map[string]any{tc.field: tc.value})
+			requireStatus(t, resp, err, http.StatusBadRequest, tc.want)
+
+			after, _ := env.storage.Get(env.ctx, configStorageKey)
+			if string(before.Value) != string(after.Value) {
+				t.Fatal("a rejected write changed the stored config")
+			}
+			if strings.Contains(serialized(t, resp), testClientSecret) || (err != nil && strings.Contains(err.Error(), testClientSecret)) {
+				t.Fatal("the error echoes the client secret")
+			}
+		})
+	}
+}
+
+func TestConfigLoopbackHTTPAccepted(t *testing.T) {
+	for _, u := range []string{"http://127.0.0.1:1/oauth/token", "http://127.8.9.10/x", "http://[::1]:8080/t", "http://localhost/t"} {
+		if problem := validateTokenURL(u); problem != "" {
+			t.Errorf("%s refused: %s", u, problem)
+		}
+	}
+}
+
+func TestConfigVerifyRefusedStoresNothing(t *testing.T) {
+	env := newTestEnv(t)
+	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": "wrong-secret", "token_url": env.fake.TokenURL()})
+	requireStatus(t, resp, err, http.StatusBadRequest, `Mirakl refused the credentials: HTTP 401, error "invalid_client"`)
+	if cfg, _ := readConfig(env.ctx, env.storage); cfg != nil {
+		t.Fatal("refused credentials were stored")
+	}
+	if strings.Contains(resp.Error().Error(), "wrong-secret") {
+		t.Fatal("the error echoes the secret")
+	}
+
+	// The same write with verify=false is stored, unchecked.
+	resp, err = env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": "wrong-secret", "token_url": env.fake.TokenURL(), "verify": false})
+	requireOK(t, resp, err)
+	if cfg, _ := readConfig(env.ctx, env.storage); cfg == nil {
+		t.Fatal("verify=false did not store the config")
+	}
+}
+
+func TestConfigVerifyUnreachableIs502(t *testing.T) {
+	env := newTestEnv(t)
+	env.fake.Enqueue(fakemirakl.HTMLError(503), fakemirakl.HTMLError(503), fakemirakl.HTMLError(503), fakemirakl.HTMLError(503), fakemirakl.HTMLError(503))
+	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": env.fake.TokenURL()})
+	requireStatus(t, resp, err, http.StatusBadGateway, "verify=false")
+	if cfg, _ := readConfig(env.ctx, env.storage); cfg != nil {
+		t.Fatal("an unverified config was stored")
+	}
+}
+
+func TestConfigVerifySeedsCache(t *testing.T) {
+	env := newTestEnv(t)
+	env.Configure(nil)
+	if got := env.fake.Stats().Issued; got != 1 {
+		t.Fatalf("verification issued %d tokens, want 1", got)
+	}
+	env.MustReadToken()
+	if got := env.fake.Requests(); got != 1 {
+		t.Fatalf("the first read after a verified write called Mirakl again (%d requests)", got)
+	}
+}
+
+func TestConfigChangeFlushesToken(t *testing.T) {
+	env := newTestEnv(t)
+	env.Configure(map[string]any{"verify": false})
+	_, first := env.MustReadToken()
+
+	resp, err := env.WriteConfig(map[string]any{"min_ttl": "5m", "verify": false})
+	requireOK(t, resp, err)
+	_, second := env.MustReadToken()
+	if first == second {
+		t.Fatal("a config change kept the old token")
+	}
+}
+
+func TestConfigDelete(t *testing.T) {
+	env := newTestEnv(t)
+	env.Configure(nil)
+	env.MustReadToken()
+
+	resp, err := env.DeleteConfig()
+	requireOK(t, resp, err)
+	resp, err = env.ReadConfig()
+	if err != nil || resp != nil {
+		t.Fatalf("config still readable after delete: %#v %v", resp, err)
+	}
+	resp, err = env.ReadToken(nil)
+	requireStatus(t, resp, err, http.StatusBadRequest, "vault write mirakl/config client_id=")
+}
+
+func TestConfigSealWrapped(t *testing.T) {
+	env := newTestEnv(t)
+	paths := env.backend.SpecialPaths()
+	if paths == nil || len(paths.SealWrapStorage) != 1 || paths.SealWrapStorage[0] != "config" {
+		t.Fatalf("config is not seal-wrapped: %#v", paths)
+	}
+	field := pathConfig(env.backend).Fields["client_secret"]
+	if field.DisplayAttrs == nil || !field.DisplayAttrs.Sensitive {
+		t.Fatal("client_secret is not marked sensitive")
+	}
+}
