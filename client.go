@@ -129,7 +129,11 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, logger hclog.Logger) 
 	transport.TLSClientConfig = tlsConfig
 
 	retrying := retryablehttp.NewClient()
-	retrying.HTTPClient = &http.Client{Transport: &userAgentTransport{base: transport}}
+	retrying.HTTPClient = &http.Client{
+		Transport: &userAgentTransport{base: transport},
+		// One hung attempt must not eat the whole request_timeout: leave room for retries.
+		Timeout: cfg.RequestTimeout / 3,
+	}
 	retrying.Logger = logger
 	retrying.RetryMax = policy.MaxRetries
 	retrying.RetryWaitMin = policy.WaitMin
@@ -205,7 +209,13 @@ func (c *tokenClient) classify(ctx context.Context, err error, answer *answerRec
 		return &UpstreamError{Kind: ErrInvalidResponse, Status: answer.status,
 			Description: c.redact(strings.TrimPrefix(err.Error(), "oauth2: ")), Excerpt: c.excerpt(answer.prefix.Bytes())}
 	}
-	return &UpstreamError{Kind: ErrUnavailable, Cause: redactedError{c.redact(err.Error())}}
+	upstream := &UpstreamError{Kind: ErrUnavailable, Cause: redactedError{c.redact(err.Error())}}
+	var unknownAuthority x509.UnknownAuthorityError
+	var verification *tls.CertificateVerificationError
+	if errors.As(err, &unknownAuthority) || errors.As(err, &verification) {
+		upstream.Description = "its TLS certificate is not trusted (behind a TLS-inspecting proxy, set ca_cert to the proxy's CA)"
+	}
+	return upstream
 }
 
 func (c *tokenClient) validate(tok *oauth2.Token) (*fetchedToken, error) {
