@@ -29,20 +29,23 @@ func InstallPlugin(t testing.TB, env Env, dir string) Plugin {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatalf("vaulttest: creating the plugin directory: %v", err)
 	}
-	p := pluginFromEnv(t, env)
-	if err := copyFile(env.PluginBin, filepath.Join(dir, p.Command), 0o755); err != nil {
+	command := filepath.Base(env.PluginBin)
+	if err := copyFile(env.PluginBin, filepath.Join(dir, command), 0o755); err != nil {
 		t.Fatalf("vaulttest: installing the plugin: %v", err)
 	}
-	return p
+	return pluginIn(t, env, dir)
 }
 
-func pluginFromEnv(t testing.TB, env Env) Plugin {
+// pluginIn describes the plugin binary already in dir. The checksum is of
+// that copy, not of PLUGIN_BIN, which a concurrent `make build` may replace.
+func pluginIn(t testing.TB, env Env, dir string) Plugin {
 	t.Helper()
-	sum, err := FileSHA256(env.PluginBin)
+	command := filepath.Base(env.PluginBin)
+	sum, err := FileSHA256(filepath.Join(dir, command))
 	if err != nil {
-		t.Fatalf("vaulttest: %v", err)
+		t.Fatalf("vaulttest: the plugin directory %s has no %s: %v", dir, command, err)
 	}
-	return Plugin{Name: DefaultPluginName, Command: filepath.Base(env.PluginBin), SHA256: sum, Version: env.PluginVersion}
+	return Plugin{Name: DefaultPluginName, Command: command, SHA256: sum, Version: env.PluginVersion}
 }
 
 // FileSHA256 is the hex sha256 of a file, as `sha256sum` prints it.

@@ -60,7 +60,8 @@ type Options struct {
 	// (0: free ports).
 	Port, ClusterPort int
 	// PluginDir is the plugin directory (default: Dir/plugins, holding a copy
-	// of the plugin binary). A directory given here is used as is.
+	// of the plugin binary). A directory given here is used as is; it must
+	// hold the plugin (see InstallPlugin), which servers of a cluster share.
 	PluginDir string
 	// LogLevel of the server (default "debug", so that a leak shows up).
 	LogLevel string
@@ -164,7 +165,7 @@ func newServer(t testing.TB, env Env, opts Options) *Server {
 		s.PluginDir = filepath.Join(s.Dir, "plugins")
 		s.plugin = InstallPlugin(t, env, s.PluginDir)
 	} else {
-		s.plugin = pluginFromEnv(t, env)
+		s.plugin = pluginIn(t, env, s.PluginDir)
 	}
 	if opts.Storage != StorageDev {
 		s.ConfigPath = filepath.Join(s.Dir, opts.Name+".hcl")

@@ -1,0 +1,173 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The README's first session: register, enable, configure, read a token.
+func TestRegisterEnableConfigureRead(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	acme := e.newAccount("acme")
+	cli := e.root()
+	p := e.vault.Plugin()
+
+	cli.MustRun(t, "plugin", "register", "-sha256="+p.SHA256, "-version="+p.Version, "-command="+p.Command, "secret", "mirakl")
+	cli.MustRun(t, "secrets", "enable", "-path=mirakl", "mirakl")
+
+	t.Run("plugin info shows the version", func(t *testing.T) {
+		out := cli.MustRun(t, "plugin", "info", "-version="+p.Version, "secret", "mirakl")
+		for _, want := range []string{p.Version, p.SHA256, p.Command} {
+			if !strings.Contains(out, want) {
+				t.Errorf("vault plugin info: no %q in:\n%s", want, out)
+			}
+		}
+		var mounts map[string]struct {
+			Type                 string `json:"type"`
+			PluginVersion        string `json:"plugin_version"`
+			RunningPluginVersion string `json:"running_plugin_version"`
+		}
+		cli.MustRunJSON(t, &mounts, "secrets", "list", "-detailed", "-format=json")
+		m, ok := mounts["mirakl/"]
+		if !ok {
+			t.Fatalf("vault secrets list: no mirakl/ in %v", mounts)
+		}
+		if m.Type != "mirakl" || m.PluginVersion != p.Version || m.RunningPluginVersion != p.Version {
+			t.Errorf("mirakl/ mount: type %q, plugin_version %q, running_plugin_version %q; want mirakl and %s (the plugin's RunningVersion)",
+				m.Type, m.PluginVersion, m.RunningPluginVersion, p.Version)
+		}
+	})
+
+	e.configure("mirakl", acme)
+
+	t.Run("config read hides the secret", func(t *testing.T) {
+		var cfg leasedToken
+		cli.MustRunJSON(t, &cfg, "read", "-format=json", "mirakl/config")
+		if cfg.Data["client_id"] != acme.clientID || cfg.Data["token_url"] != acme.fake.TokenURL() {
+			t.Errorf("config: %v", cfg.Data)
+		}
+		if _, ok := cfg.Data["client_secret"]; ok {
+			t.Errorf("config read returns client_secret: %v", cfg.Data)
+		}
+	})
+
+	expiresIn := 3599 // the fake's default, as Mirakl's
+	var first string
+	t.Run("vault read mirakl/token", func(t *testing.T) {
+		out := cli.MustRun(t, "read", "mirakl/token")
+		fields := tableFields(out)
+		for _, key := range []string{"lease_id", "lease_duration", "lease_renewable", "access_token", "token_type", "expires_in", "expires_at"} {
+			if _, ok := fields[key]; !ok {
+				t.Errorf("no %s in:\n%s", key, out)
+			}
+		}
+		if fields["lease_renewable"] != "false" || fields["token_type"] != "Bearer" {
+			t.Errorf("lease_renewable %q, token_type %q:\n%s", fields["lease_renewable"], fields["token_type"], out)
+		}
+		if !strings.HasPrefix(fields["lease_id"], "mirakl/token/") {
+			t.Errorf("lease_id %q", fields["lease_id"])
+		}
+		first = fields["access_token"]
+		issuedBy(t, acme, first)
+	})
+
+	t.Run("vault read -format=json mirakl/token", func(t *testing.T) {
+		before := time.Now()
+		tok := readToken(t, cli, "mirakl")
+		if tok.accessToken() != first {
+			t.Errorf("second read: token %q, want the cached %q", tok.accessToken(), first)
+		}
+		if tok.Renewable {
+			t.Error("renewable: true")
+		}
+		if tok.Data["token_type"] != "Bearer" {
+			t.Errorf("token_type %v", tok.Data["token_type"])
+		}
+		// The config write fetched this token a moment ago (verify), so it may
+		// have lost a second; a fresh one is checked exactly in TestLeases.
+		if tok.LeaseDuration > expiresIn || tok.LeaseDuration < expiresIn-3 {
+			t.Errorf("lease_duration %d, want the fake's expires_in %d (a few seconds less at most)", tok.LeaseDuration, expiresIn)
+		}
+		if got := int(tok.Data["expires_in"].(float64)); got != tok.LeaseDuration {
+			t.Errorf("data.expires_in %d != lease_duration %d", got, tok.LeaseDuration)
+		}
+		at, err := time.Parse(time.RFC3339, tok.Data["expires_at"].(string))
+		if err != nil {
+			t.Fatalf("expires_at: %v", err)
+		}
+		if d := at.Sub(before.Add(time.Duration(tok.LeaseDuration) * time.Second)); d < -3*time.Second || d > 3*time.Second {
+			t.Errorf("expires_at %s is %s away from now + lease_duration", at, d)
+		}
+		if n := acme.fake.Stats().Issued; n != 1 {
+			t.Errorf("the fake issued %d tokens for a config write and two reads, want 1 (cached)", n)
+		}
+		r := cli.MustFail(t, "lease", "renew", tok.LeaseID)
+		if !strings.Contains(r.Output(), "cannot be renewed") && !strings.Contains(r.Output(), "not renewable") {
+			t.Errorf("vault lease renew: %s", r.Output())
+		}
+	})
+
+	t.Run("vault path-help", func(t *testing.T) {
+		for path, wants := range map[string][]string{
+			"mirakl/token":  {"Get a Mirakl Connect Bearer token.", "min_ttl", "cannot be renewed"},
+			"mirakl/config": {"Configure the Mirakl Connect credentials", "client_secret", "write-only", "token_url"},
+		} {
+			out := cli.MustRun(t, "path-help", path)
+			for _, want := range wants {
+				if !strings.Contains(out, want) {
+					t.Errorf("vault path-help %s: no %q in:\n%s", path, want, out)
+				}
+			}
+		}
+	})
+
+	t.Run("OpenAPI lists the paths", func(t *testing.T) {
+		secret, err := e.vault.Client(t).Logical().Read("sys/internal/specs/openapi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths, _ := secret.Data["paths"].(map[string]any)
+		for path, op := range map[string]string{"/mirakl/config": "post", "/mirakl/token": "get"} {
+			item, ok := paths[path].(map[string]any)
+			if !ok {
+				t.Errorf("OpenAPI document has no %s; paths: %s", path, keys(paths))
+				continue
+			}
+			if _, ok := item[op]; !ok {
+				t.Errorf("OpenAPI %s has no %s operation: %s", path, op, mustJSON(item))
+			}
+		}
+	})
+}
+
+// tableFields parses the CLI's "Key   Value" table.
+func tableFields(out string) map[string]string {
+	fields := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		parts := strings.Fields(line)
+		if len(parts) == 2 {
+			fields[parts[0]] = parts[1]
+		}
+	}
+	return fields
+}
+
+func keys(m map[string]any) string {
+	var ks []string
+	for k := range m {
+		if strings.Contains(k, "mirakl") {
+			ks = append(ks, k)
+		}
+	}
+	return strings.Join(ks, ", ")
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

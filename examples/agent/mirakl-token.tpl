@@ -1,0 +1,1 @@
+{{ with secret "mirakl/token" }}{{ .Data.access_token }}{{ end }}

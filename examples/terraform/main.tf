@@ -1,0 +1,53 @@
+# Registers the Mirakl secrets engine, mounts it, configures it and writes the
+# policy of the applications that read tokens. See README.md for the inputs.
+
+# The binary must already be in the server's plugin_directory (on every node).
+resource "vault_plugin" "mirakl" {
+  type    = "secret"
+  name    = var.plugin_name
+  command = var.plugin_command
+  version = var.plugin_version
+  sha256  = var.plugin_sha256
+}
+
+resource "vault_mount" "mirakl" {
+  path           = var.mount_path
+  type           = vault_plugin.mirakl.name
+  plugin_version = vault_plugin.mirakl.version
+  description    = "Mirakl Connect Bearer tokens"
+}
+
+# The first write exchanges the credentials for a token and fails, storing
+# nothing, if Mirakl refuses them.
+resource "vault_generic_endpoint" "mirakl_config" {
+  path = "${vault_mount.mirakl.path}/config"
+
+  # client_secret is write-only: reading the config returns every field but it.
+  # ignore_absent_fields makes Terraform compare only the fields a read returns,
+  # so it still notices drift in the others (hence durations in seconds, as
+  # reads return them).
+  ignore_absent_fields = true
+
+  data_json = jsonencode({
+    client_id       = var.client_id
+    client_secret   = var.client_secret
+    token_url       = var.token_url
+    min_ttl         = var.min_ttl_seconds
+    request_timeout = var.request_timeout_seconds
+  })
+}
+
+# Applications get this policy: read tokens, nothing else (not the config).
+resource "vault_policy" "mirakl_reader" {
+  name   = "${var.mount_path}-reader"
+  policy = <<-EOT
+    path "${vault_mount.mirakl.path}/token" {
+      capabilities = ["read"]
+    }
+  EOT
+}
+
+output "token_path" {
+  description = "Where applications read Mirakl tokens (vault read <token_path>)."
+  value       = "${vault_mount.mirakl.path}/token"
+}
