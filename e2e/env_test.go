@@ -40,6 +40,7 @@ type testEnv struct {
 	audit    string // audit log path
 	accounts []*account
 	extraLog []string // more logs to check for leaks (agents)
+	secrets  []string // more values that must not leak (wrong secrets tried)
 }
 
 // account is one Mirakl integration: its credentials and the fake that accepts them.
@@ -176,7 +177,7 @@ func (e *testEnv) checkNoLeak() {
 	if e.vault == nil {
 		return
 	}
-	needles := []string{secretMarker, tokenMarker}
+	needles := append([]string{secretMarker, tokenMarker}, e.secrets...)
 	for _, a := range e.accounts {
 		needles = append(needles, a.clientSecret)
 		needles = append(needles, a.fake.IssuedTokens()...)
@@ -196,8 +197,8 @@ func (e *testEnv) checkNoLeak() {
 		stacks = append(stacks, haystack{path, string(data)})
 	}
 	for _, r := range e.vault.Transcript() {
-		if isTokenRead(r.Args) {
-			continue
+		if isTokenRead(r.Args) && r.ExitCode == 0 {
+			continue // its output is the token; a failed read must not show one
 		}
 		stacks = append(stacks, haystack{"the output of vault " + strings.Join(r.Args, " "), r.Output()})
 	}

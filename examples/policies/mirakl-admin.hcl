@@ -17,7 +17,8 @@ path "mirakl/token" {
   capabilities = ["read"]
 }
 
-# vault lease revoke -prefix mirakl/
-path "sys/leases/revoke-prefix/mirakl/*" {
+# vault lease revoke -prefix mirakl/token: revoke every token lease of this
+# mount (and drop its cached token), e.g. after rotating the client secret.
+path "sys/leases/revoke-prefix/mirakl/token" {
   capabilities = ["update", "sudo"]
 }

@@ -37,6 +37,13 @@ type Process struct {
 // child it starts (Vault's plugins) are stopped on t.Cleanup.
 func StartProcess(t testing.TB, name, logPath string, env []string, bin string, args ...string) *Process {
 	t.Helper()
+	return startProcess(t, t, name, logPath, env, bin, args...)
+}
+
+// startProcess reports failures to t but ties the process to owner, which
+// may be a parent of t: a server restarted in a subtest must outlive it.
+func startProcess(t, owner testing.TB, name, logPath string, env []string, bin string, args ...string) *Process {
+	t.Helper()
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatalf("vaulttest: opening the log of %s: %v", name, err)
@@ -65,13 +72,13 @@ func StartProcess(t testing.TB, name, logPath string, env []string, bin string, 
 		p.waitErr = cmd.Wait()
 		close(p.done)
 	}()
-	t.Cleanup(func() {
+	owner.Cleanup(func() {
 		p.Stop()
 		p.logFile.Close()
-		if t.Failed() {
-			t.Logf("vaulttest: last lines of the %s log (%s):\n%s", name, logPath, TailFile(logPath, 40))
+		if owner.Failed() {
+			owner.Logf("vaulttest: last lines of the %s log (%s):\n%s", name, logPath, TailFile(logPath, 40))
 		}
-		copyLogForCI(t, logPath)
+		copyLogForCI(owner, logPath)
 	})
 	return p
 }

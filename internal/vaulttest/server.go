@@ -88,6 +88,10 @@ type Server struct {
 	// Dir, PluginDir, ConfigPath and LogPath are where its files live.
 	Dir, PluginDir, ConfigPath, LogPath string
 
+	// owner is the test that created the server: its processes live until
+	// that test ends, whichever subtest restarts them.
+	owner testing.TB
+
 	mu         sync.Mutex
 	proc       *Process
 	rootToken  string
@@ -151,6 +155,7 @@ func newServer(t testing.TB, env Env, opts Options) *Server {
 		}
 	}
 	s := &Server{
+		owner:   t,
 		Env:     env,
 		Opts:    opts,
 		Addr:    fmt.Sprintf("http://127.0.0.1:%d", opts.Port),
@@ -224,7 +229,7 @@ func (s *Server) start(t testing.TB) {
 	// The dev server would otherwise advertise itself to a developer's shell
 	// through ~/.vault-token; keep HOME inside the test.
 	env = append(env, "HOME="+s.Dir)
-	p := StartProcess(t, "vault server "+s.Opts.Name, s.LogPath, env, s.Env.VaultBin, args...)
+	p := startProcess(t, s.owner, "vault server "+s.Opts.Name, s.LogPath, env, s.Env.VaultBin, args...)
 	s.mu.Lock()
 	s.proc = p
 	s.mu.Unlock()

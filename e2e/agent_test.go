@@ -1,0 +1,81 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
+)
+
+// Vault Agent with the README's config and template keeps a current token on
+// disk: with tokens that live 30s it renders a new one before the old expires.
+func TestAgentRendersFreshTokens(t *testing.T) {
+	t.Parallel()
+	const expiresIn = 30 * time.Second
+	e := newEnv(t)
+	acme := e.newAccount("acme", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
+	e.mount("mirakl")
+	e.root().MustRun(t, "policy", "write", "mirakl-reader", filepath.Join(repoRoot, "examples/policies/mirakl-reader.hcl"))
+
+	// The first token is fetched by the config write (verify); it cannot
+	// expire before this instant.
+	firstFetchedNoEarlierThan := time.Now()
+	e.configure("mirakl", acme)
+
+	dir := filepath.Join(e.dir, "agent")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	vaultToken := strings.TrimSpace(e.root().MustRun(t, "token", "create", "-policy=mirakl-reader", "-field=token"))
+	tokenFile := writeFile(t, filepath.Join(dir, "vault-token"), vaultToken)
+	template := writeFile(t, filepath.Join(dir, "mirakl-token.tpl"), readExample(t, "agent/mirakl-token.tpl"))
+	rendered := filepath.Join(dir, "mirakl-token")
+	config := writeFile(t, filepath.Join(dir, "agent.hcl"), replaceAll(t, readExample(t, "agent/agent.hcl"),
+		"https://vault.example.com:8200", e.vault.Addr,
+		"/etc/vault-agent/vault-token", tokenFile,
+		"/etc/vault-agent/mirakl-token.tpl", template,
+		"/run/secrets/mirakl-token", rendered,
+	))
+	agent := vaulttest.StartAgent(t, e.bins, config)
+	e.extraLog = append(e.extraLog, agent.LogPath)
+
+	readRendered := func() string {
+		data, _ := os.ReadFile(rendered)
+		return strings.TrimSpace(string(data))
+	}
+	var first string
+	eventually(t, 30*time.Second, "the agent to render a token", func() bool {
+		first = readRendered()
+		return first != ""
+	})
+	issuedBy(t, acme, first)
+	if info, err := os.Stat(rendered); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("rendered file mode: %v %v, want 0600 (perms in agent.hcl)", info.Mode(), err)
+	}
+
+	firstExpires := firstFetchedNoEarlierThan.Add(expiresIn)
+	var second string
+	eventually(t, 2*expiresIn, "the agent to render a second token", func() bool {
+		second = readRendered()
+		return second != "" && second != first
+	})
+	info, err := os.Stat(rendered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renderedAt := info.ModTime(); !renderedAt.Before(firstExpires) {
+		t.Errorf("the second token was rendered %s after the first one expired", renderedAt.Sub(firstExpires))
+	} else {
+		t.Logf("the second token was rendered at least %s before the first one expired", firstExpires.Sub(renderedAt).Round(time.Millisecond))
+	}
+	issuedBy(t, acme, second)
+	if agent.Exited() {
+		t.Errorf("the agent exited: %v", agent.ExitError())
+	}
+}
