@@ -10,7 +10,9 @@ set -euo pipefail
 
 version="v2.15.0"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-mirakl/golangci-lint-$version"
+# The linter must be built by a Go at least as new as the one of the module, so
+# its cache directory is per Go version.
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-mirakl/golangci-lint-$version-$(go env GOVERSION)"
 bin="$cache/golangci-lint"
 
 if [[ ! -x "$bin" ]]; then
