@@ -6,7 +6,7 @@ GO       ?= go
 LDFLAGS  := -s -w -X $(MODULE).Version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: all build test test-unit test-e2e vault fmt vet clean dev bench
+.PHONY: all build test test-unit test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck
 
 all: build
 
@@ -37,6 +37,24 @@ dev: build
 ## bench: in-process and real-Vault benchmarks, printed as one table
 bench: build
 	scripts/bench.sh
+
+## dist: release archives for linux, darwin, windows on amd64, arm64, and dist/SHA256SUMS
+dist:
+	VERSION="$(VERSION)" LDFLAGS="$(LDFLAGS)" scripts/dist.sh
+
+## lint: golangci-lint (version pinned in scripts/lint.sh, installed on first use) with .golangci.yml
+lint:
+	scripts/lint.sh
+
+## vulncheck: govulncheck against an offline copy of the Go vulnerability database
+vulncheck:
+	scripts/vulncheck.sh
+
+## fuzz: each fuzz target for FUZZTIME (the checked-in seeds also run in every test-unit)
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzTokenResponse$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzConfigWrite$$' -fuzztime $(FUZZTIME) .
 
 fmt:
 	gofmt -w .
