@@ -1,0 +1,132 @@
+package mirakl
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+)
+
+// The in-process benchmarks measure the engine alone, through HandleRequest
+// as Vault's plugin server calls it: no gRPC, no HTTP, no lease bookkeeping.
+// `make bench` runs them with -benchmem and puts them in its table; they never
+// assert a figure.
+
+// benchMount is one configured mount and the fake it talks to.
+type benchMount struct {
+	backend *backend
+	storage logical.Storage
+	fake    *fakemirakl.Server
+}
+
+// newBenchMount configures a mount against a fake on 127.0.0.1. With verify
+// on (the default of a config write) the write seeds the token cache, so the
+// first read is already a cached one.
+func newBenchMount(tb testing.TB) *benchMount {
+	tb.Helper()
+	fake := fakemirakl.New(testClientID, testClientSecret)
+	tb.Cleanup(fake.Close)
+
+	storage := &logical.InmemStorage{}
+	config := logical.TestBackendConfig()
+	config.StorageView = storage
+	// Logs are not what is measured; Vault filters them by level the same way.
+	config.Logger = hclog.NewNullLogger()
+	b := newBackend()
+	if err := b.Setup(context.Background(), config); err != nil {
+		tb.Fatal(err)
+	}
+	m := &benchMount{backend: b, storage: storage, fake: fake}
+	resp, err := m.request(logical.CreateOperation, "config", map[string]any{
+		"client_id": testClientID, "client_secret": testClientSecret, "token_url": fake.TokenURL(),
+	})
+	if err != nil || resp.IsError() {
+		tb.Fatalf("configuring the mount: %v %v", resp, err)
+	}
+	return m
+}
+
+func (m *benchMount) request(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	return m.backend.HandleRequest(context.Background(), &logical.Request{
+		Operation:  op,
+		Path:       path,
+		Data:       data,
+		Storage:    m.storage,
+		MountPoint: "mirakl/",
+	})
+}
+
+// readToken reads mirakl/token and says what went wrong, if anything.
+func (m *benchMount) readToken() error {
+	resp, err := m.request(logical.ReadOperation, "token", nil)
+	switch {
+	case err != nil:
+		return err
+	case resp == nil || resp.Secret == nil:
+		return fmt.Errorf("no lease in %#v", resp)
+	case resp.IsError():
+		return resp.Error()
+	}
+	return nil
+}
+
+func (m *benchMount) mustReadToken(tb testing.TB) {
+	tb.Helper()
+	if err := m.readToken(); err != nil {
+		tb.Fatalf("reading a token: %v", err)
+	}
+}
+
+// BenchmarkTokenReadCached is the hot path: a read served from the cache.
+func BenchmarkTokenReadCached(b *testing.B) {
+	m := newBenchMount(b)
+	m.mustReadToken(b)
+	before := m.fake.Requests()
+	b.ReportAllocs()
+	for b.Loop() {
+		m.mustReadToken(b)
+	}
+	b.StopTimer()
+	if got := m.fake.Requests() - before; got != 0 {
+		b.Fatalf("cached reads made %d requests to the fake", got)
+	}
+}
+
+// BenchmarkTokenReadCachedParallel is the hot path under contention: every
+// reader goes through the config lock and the cache lock.
+func BenchmarkTokenReadCachedParallel(b *testing.B) {
+	m := newBenchMount(b)
+	m.mustReadToken(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := m.readToken(); err != nil {
+				b.Errorf("reading a token: %v", err) // not Fatal: this is not the benchmark's goroutine
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkTokenReadCold drops the cached token before each read, so every
+// read is a token request to the fake on loopback (kept-alive connection).
+func BenchmarkTokenReadCold(b *testing.B) {
+	m := newBenchMount(b)
+	before := m.fake.Requests()
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		m.backend.tokens.reset()
+		m.mustReadToken(b)
+		n++
+	}
+	b.StopTimer()
+	if got := m.fake.Requests() - before; got != n {
+		b.Fatalf("%d cold reads made %d requests to the fake", n, got)
+	}
+}
