@@ -43,6 +43,10 @@ type backend struct {
 	client       *tokenClient
 
 	tokens tokenCache
+
+	// configWrites serialises config writes and deletes, so that two updates
+	// cannot each merge into the same old config.
+	configWrites sync.Mutex
 }
 
 func newBackend() *backend {

@@ -143,6 +143,8 @@ func (b *backend) pathConfigExistenceCheck(ctx context.Context, req *logical.Req
 // pathConfigWrite creates or updates the config. Nothing is stored unless every
 // field is valid and, when verify is on, Mirakl accepted the credentials.
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	b.configWrites.Lock()
+	defer b.configWrites.Unlock()
 	existing, err := readConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -224,6 +226,8 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.configWrites.Lock()
+	defer b.configWrites.Unlock()
 	if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}
