@@ -38,13 +38,14 @@ resource "vault_generic_endpoint" "mirakl_config" {
 }
 
 # Applications get this policy: read tokens, nothing else (not the config).
+# It is the repository's examples/policies/mirakl-reader.hcl, written for a
+# mount at mirakl/; the replace() points it at mount_path.
 resource "vault_policy" "mirakl_reader" {
-  name   = "${var.mount_path}-reader"
-  policy = <<-EOT
-    path "${vault_mount.mirakl.path}/token" {
-      capabilities = ["read"]
-    }
-  EOT
+  name = "${var.mount_path}-reader"
+  policy = replace(
+    file("${path.module}/../policies/mirakl-reader.hcl"),
+    "path \"mirakl/", "path \"${vault_mount.mirakl.path}/",
+  )
 }
 
 output "token_path" {

@@ -3,7 +3,7 @@
 variable "plugin_name" {
   description = "Name of the plugin in Vault's catalog; the mount's type."
   type        = string
-  default     = "vault-plugin-mirakl"
+  default     = "mirakl"
 }
 
 variable "plugin_version" {
