@@ -196,7 +196,8 @@ func (s *Server) configHCL() string {
 	case StorageFile:
 		fmt.Fprintf(&b, "storage \"file\" {\n  path = %q\n}\n", filepath.Join(s.Dir, "data"))
 	case StorageRaft:
-		fmt.Fprintf(&b, "storage \"raft\" {\n  path = %q\n  node_id = %q\n", filepath.Join(s.Dir, "raft"), o.NodeID)
+		// performance_multiplier = 1: elections in seconds, not tens of seconds.
+		fmt.Fprintf(&b, "storage \"raft\" {\n  path = %q\n  node_id = %q\n  performance_multiplier = 1\n", filepath.Join(s.Dir, "raft"), o.NodeID)
 		for _, leader := range o.RetryJoin {
 			fmt.Fprintf(&b, "  retry_join {\n    leader_api_addr = %q\n  }\n", leader)
 		}
