@@ -148,21 +148,37 @@ func TestCluster(t *testing.T) {
 		restarted := time.Now()
 		c.RestartNode(t, oldLeader)
 		c.WaitForVoters(t, 3)
+		now := c.Leader(t)
 		t.Logf("%s restarted on its data directory, unsealed, following %s and voting again %s later",
-			oldLeader.Opts.Name, c.Leader(t).Opts.Name, since(restarted))
-		if c.Leader(t) == oldLeader {
-			t.Logf("%s took the lead back", oldLeader.Opts.Name)
-		}
+			oldLeader.Opts.Name, now.Opts.Name, since(restarted))
 
+		want := token // what the active node's cache holds, unless the lead moved
+		if now != leader {
+			want = ""
+		}
 		for _, s := range c.Nodes {
-			if got := readToken(t, s.CLI(), "mirakl").accessToken(); got != token {
-				t.Errorf("read through %s: token %q, want the active node's cached %q", s.Opts.Name, got, token)
+			got := readToken(t, s.CLI(), "mirakl").accessToken()
+			issuedBy(t, acme, got)
+			if want == "" {
+				want = got
+			}
+			if got != want {
+				t.Errorf("read through %s: token %q, want %q", s.Opts.Name, got, want)
 			}
 		}
-		if n := acme.fake.Requests() - before; n != 0 {
-			t.Errorf("the rejoin cost %d token requests, want none", n)
+		n := acme.fake.Requests() - before
+		switch {
+		case now == leader && n != 0:
+			t.Errorf("the rejoin cost %d token requests with %s still active, want none", n, leader.Opts.Name)
+		case now != leader:
+			// Raft moved the lead while the node came back: a new active node
+			// starts with an empty cache, as in a failover.
+			t.Logf("the lead moved from %s to %s during the rejoin; %d token request(s)", leader.Opts.Name, now.Opts.Name, n)
+			if n > 1 {
+				t.Errorf("a change of active node cost %d token requests, want at most 1", n)
+			}
 		}
-		onlyActiveRunsPlugin(t, c, c.Leader(t))
+		onlyActiveRunsPlugin(t, c, now)
 	})
 	t.Logf("fake Mirakl: %+v; test body took %s", acme.fake.Stats(), since(started))
 }
