@@ -40,8 +40,9 @@ func TestDurability(t *testing.T) {
 	t.Run("plugin killed with SIGKILL", func(t *testing.T) {
 		pids := e.vault.PluginPIDs(t)
 		if len(pids) != 1 {
-			out, _ := exec.Command("ps", "-eo", "pid,ppid,pgid,args").Output()
-			t.Fatalf("want one %s process under vault (pid %d), found %v; processes:\n%s", e.vault.Plugin().Command, e.vault.Process().PID(), pids, out)
+			out, _ := exec.Command("pgrep", "-a", "vault").Output()
+			t.Fatalf("want one %s process under vault (pid %d), found %v; vault processes:\n%s",
+				e.vault.Plugin().Command, e.vault.Process().PID(), pids, out)
 		}
 		if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
 			t.Fatal(err)
