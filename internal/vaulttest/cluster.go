@@ -117,13 +117,6 @@ func (c *Cluster) Leader(t testing.TB) *Server {
 	return leader
 }
 
-// Active is the active node once there is one that every running node
-// follows: WaitForLeader.
-func (c *Cluster) Active(t testing.TB) *Server {
-	t.Helper()
-	return c.WaitForLeader(t)
-}
-
 // Standbys are the running nodes other than the active one.
 func (c *Cluster) Standbys(t testing.TB) []*Server {
 	t.Helper()
