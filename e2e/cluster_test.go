@@ -74,6 +74,14 @@ func TestCluster(t *testing.T) {
 
 	var token string // the token the active node's cache holds
 	if !t.Run("configured once, read through every node", func(t *testing.T) {
+		// A change of active node during this step (raft under heavy load)
+		// would cost a token of its own: say so rather than only count.
+		activeFrom := activeSince(t, leader)
+		defer func() {
+			if c.Leader(t) != leader || !activeSince(t, leader).Equal(activeFrom) {
+				t.Errorf("%s did not stay active throughout the step, which the counts assume", leader.Opts.Name)
+			}
+		}()
 		// The write verifies the credentials with one token request and
 		// seeds the active node's cache with that token.
 		leader.CLI().MustRun(t, "write", "mirakl/config",
@@ -204,6 +212,16 @@ func onlyActiveRunsPlugin(t *testing.T, c *vaulttest.Cluster, active *vaulttest.
 			t.Errorf("standby %s runs plugin processes %v, want none", s.Opts.Name, pids)
 		}
 	}
+}
+
+// activeSince is when s last became the active node.
+func activeSince(t *testing.T, s *vaulttest.Server) time.Time {
+	t.Helper()
+	l, err := s.Client(t).Sys().Leader()
+	if err != nil {
+		t.Fatalf("vault read sys/leader on %s: %v", s.Opts.Name, err)
+	}
+	return l.ActiveTime
 }
 
 // clusterStopped checks, once the harness has stopped everything, that no
