@@ -3,11 +3,13 @@ package mirakl
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/callcount"
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
 )
 
@@ -16,11 +18,14 @@ import (
 // `make bench` runs them with -benchmem and puts them in its table; they never
 // assert a figure.
 
-// benchMount is one configured mount and the fake it talks to.
+// benchMount is one configured mount and the fake it talks to. Its storage
+// and system view count the calls the engine makes into Vault: in a real
+// plugin each is a gRPC round trip to the server.
 type benchMount struct {
 	backend *backend
 	storage logical.Storage
 	fake    *fakemirakl.Server
+	calls   *callcount.Counter
 }
 
 // newBenchMount configures a mount against a fake on 127.0.0.1. With verify
@@ -31,16 +36,17 @@ func newBenchMount(tb testing.TB) *benchMount {
 	fake := fakemirakl.New(testClientID, testClientSecret)
 	tb.Cleanup(fake.Close)
 
-	storage := &logical.InmemStorage{}
+	calls := &callcount.Counter{}
 	config := logical.TestBackendConfig()
-	config.StorageView = storage
+	config.StorageView = &logical.InmemStorage{}
 	// Logs are not what is measured; Vault filters them by level the same way.
 	config.Logger = hclog.NewNullLogger()
+	config = callcount.Config(config, calls)
 	b := newBackend()
 	if err := b.Setup(context.Background(), config); err != nil {
 		tb.Fatal(err)
 	}
-	m := &benchMount{backend: b, storage: storage, fake: fake}
+	m := &benchMount{backend: b, storage: config.StorageView, fake: fake, calls: calls}
 	resp, err := m.request(logical.CreateOperation, "config", map[string]any{
 		"client_id": testClientID, "client_secret": testClientSecret, "token_url": fake.TokenURL(),
 	})
@@ -81,18 +87,45 @@ func (m *benchMount) mustReadToken(tb testing.TB) {
 	}
 }
 
+// reportCalls reports the calls into Vault per read since the counter's reset.
+func (m *benchMount) reportCalls(b *testing.B, reads int) {
+	b.ReportMetric(float64(m.calls.Total())/float64(reads), "vault-calls/op")
+}
+
 // BenchmarkTokenReadCached is the hot path: a read served from the cache.
 func BenchmarkTokenReadCached(b *testing.B) {
 	m := newBenchMount(b)
 	m.mustReadToken(b)
 	before := m.fake.Requests()
+	m.calls.Reset()
 	b.ReportAllocs()
+	reads := 0
 	for b.Loop() {
 		m.mustReadToken(b)
+		reads++
 	}
 	b.StopTimer()
+	m.reportCalls(b, reads)
 	if got := m.fake.Requests() - before; got != 0 {
 		b.Fatalf("cached reads made %d requests to the fake", got)
+	}
+}
+
+// TestCachedReadCallsIntoVault pins the rule that a cached read touches no
+// storage, and logs the system-view calls it makes: each is a gRPC round trip
+// in a real plugin. The SDK's framework makes one (ReplicationState) for any
+// operation of any plugin; more than that is the engine's own.
+func TestCachedReadCallsIntoVault(t *testing.T) {
+	m := newBenchMount(t)
+	m.mustReadToken(t)
+	m.calls.Reset()
+	m.mustReadToken(t)
+	calls := m.calls.Snapshot()
+	t.Logf("calls into Vault by one cached read: %v", calls)
+	for name, n := range calls {
+		if strings.HasPrefix(name, "storage.") {
+			t.Errorf("a cached read called %s %d times; the config must stay in memory", name, n)
+		}
 	}
 }
 
@@ -101,6 +134,7 @@ func BenchmarkTokenReadCached(b *testing.B) {
 func BenchmarkTokenReadCachedParallel(b *testing.B) {
 	m := newBenchMount(b)
 	m.mustReadToken(b)
+	m.calls.Reset()
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -111,6 +145,8 @@ func BenchmarkTokenReadCachedParallel(b *testing.B) {
 			}
 		}
 	})
+	b.StopTimer()
+	m.reportCalls(b, b.N)
 }
 
 // BenchmarkTokenReadCold drops the cached token before each read, so every
@@ -118,6 +154,7 @@ func BenchmarkTokenReadCachedParallel(b *testing.B) {
 func BenchmarkTokenReadCold(b *testing.B) {
 	m := newBenchMount(b)
 	before := m.fake.Requests()
+	m.calls.Reset()
 	b.ReportAllocs()
 	n := 0
 	for b.Loop() {
@@ -126,6 +163,7 @@ func BenchmarkTokenReadCold(b *testing.B) {
 		n++
 	}
 	b.StopTimer()
+	m.reportCalls(b, n)
 	if got := m.fake.Requests() - before; got != n {
 		b.Fatalf("%d cold reads made %d requests to the fake", n, got)
 	}

@@ -182,10 +182,10 @@ func measureReads(t *testing.T, ctx context.Context, srv *vaulttest.Server, toke
 			spread(roundRatios(results[n][noop], results[n][kv]), func(r ratio) float64 { return r.p50 }), goal, verdictNone)
 
 		engine := compare(sums[mirakl], sums[noop])
-		met := engine.p50 <= goalPluginRatio && engine.perRead <= goalPluginRatio
+		met := engine.p50 <= goalPluginRatio && engine.perRead <= goalPluginRatio && engine.cpu <= goalPluginRatio
 		rep.add(where+": mirakl / noop", engine.String()+"; p50 per round "+
 			spread(roundRatios(results[n][mirakl], results[n][noop]), func(r ratio) float64 { return r.p50 }),
-			"≤ 1.2x in p50 and time per read", verdict(met))
+			"≤ 1.2x in p50, time per read and CPU per read", verdict(met))
 	}
 }
 
@@ -450,6 +450,10 @@ func configure(t *testing.T, root *api.Client, mount string, fake *fakemirakl.Se
 
 // readerToken is a token that may read the benchmarked paths and nothing
 // else, as an application's would be: its reads go through the ACL check.
+// It goes without Vault's default policy, which in Vault 1.21 is templated
+// and so parsed anew on every request (a third of Vault's CPU per read in a
+// profile): a cost of that policy, not of any read, which would only dilute
+// the ratios.
 func readerToken(t *testing.T, root *api.Client) string {
 	t.Helper()
 	const policy = `
@@ -458,7 +462,7 @@ path "noop/token"   { capabilities = ["read"] }
 path "mirakl*"      { capabilities = ["read"] }
 `
 	mustDo(t, "writing the reader policy", root.Sys().PutPolicy("bench-reader", policy))
-	secret, err := root.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"bench-reader"}, TTL: "2h"})
+	secret, err := root.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"bench-reader"}, NoDefaultPolicy: true, TTL: "2h"})
 	if err != nil {
 		t.Fatalf("creating the reader token: %v", err)
 	}
