@@ -20,10 +20,33 @@ const operationPrefixMirakl = "mirakl"
 // Factory is what plugin.ServeMultiplex calls for each mount.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := newBackend()
-	if err := b.Setup(ctx, conf); err != nil {
+	if err := b.setup(ctx, conf); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// setup is framework.Backend.Setup with a system view that remembers
+// whether the mount is local. The SDK asks on every request to a path that
+// sets ForwardPerformanceSecondary, and each question is a gRPC round trip
+// into Vault; the answer is fixed when the mount is enabled.
+func (b *backend) setup(ctx context.Context, conf *logical.BackendConfig) error {
+	withView := *conf
+	if conf.System != nil {
+		withView.System = &mountFactsView{SystemView: conf.System}
+	}
+	return b.Setup(ctx, &withView)
+}
+
+type mountFactsView struct {
+	logical.SystemView
+	localOnce sync.Once
+	local     bool
+}
+
+func (v *mountFactsView) LocalMount() bool {
+	v.localOnce.Do(func() { v.local = v.SystemView.LocalMount() })
+	return v.local
 }
 
 type backend struct {

@@ -88,7 +88,7 @@ func newTestEnvWithFake(t *testing.T, fake *fakemirakl.Server) *testEnv {
 	b := newBackend()
 	b.now = clock.Now
 	b.retries = retryPolicy{MaxRetries: 4, WaitMin: 5 * time.Millisecond, WaitMax: 50 * time.Millisecond}
-	if err := b.Setup(context.Background(), config); err != nil {
+	if err := b.setup(context.Background(), config); err != nil {
 		t.Fatal(err)
 	}
 	return &testEnv{t: t, ctx: context.Background(), backend: b, storage: storage, clock: clock, fake: fake, logs: logs}
