@@ -20,7 +20,8 @@ if [[ ! -x "$bin" ]]; then
 	start=$SECONDS
 	# Install into a temporary directory so an interrupted build never leaves a
 	# binary behind that later runs would trust.
-	tmp="$(mktemp -d "${cache%/*}/.golangci-lint.XXXXXX" 2>/dev/null || { mkdir -p "${cache%/*}" && mktemp -d "${cache%/*}/.golangci-lint.XXXXXX"; })"
+	mkdir -p "${cache%/*}"
+	tmp="$(mktemp -d "${cache%/*}/.golangci-lint.XXXXXX")"
 	trap 'rm -rf "$tmp"' EXIT
 	(cd "$tmp" && GOBIN="$tmp" GOFLAGS=-buildvcs=false go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$version") >&2
 	mkdir -p "$cache"
