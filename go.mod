@@ -2,6 +2,8 @@ module github.com/vault-plugin-mirakl/vault-plugin-mirakl
 
 go 1.26.0
 
+toolchain go1.27.3
+
 require (
 	github.com/hashicorp/go-cleanhttp v0.5.2
 	github.com/hashicorp/go-hclog v1.6.3

@@ -12,7 +12,8 @@ version="v2.15.0"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The linter must be built by a Go at least as new as the one of the module, so
 # its cache directory is per Go version.
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-mirakl/golangci-lint-$version-$(go env GOVERSION)"
+gover="$(cd "$root" && go env GOVERSION)" # the module's toolchain (go.mod), not the installed Go
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-mirakl/golangci-lint-$version-$gover"
 bin="$cache/golangci-lint"
 
 if [[ ! -x "$bin" ]]; then
@@ -23,7 +24,7 @@ if [[ ! -x "$bin" ]]; then
 	mkdir -p "${cache%/*}"
 	tmp="$(mktemp -d "${cache%/*}/.golangci-lint.XXXXXX")"
 	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && GOBIN="$tmp" GOFLAGS=-buildvcs=false go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$version") >&2
+	(cd "$tmp" && GOTOOLCHAIN="$gover" GOBIN="$tmp" GOFLAGS=-buildvcs=false go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$version") >&2
 	mkdir -p "$cache"
 	mv "$tmp/golangci-lint" "$bin"
 	echo "lint: installed in $((SECONDS - start))s" >&2

@@ -22,32 +22,15 @@ VULNDB_VERSION="${VULNDB_VERSION:-v0.0.0-20261105234957-e22db6528018}"
 # Keep each reason honest and remove an entry as soon as its cause is gone (the
 # script says when an entry no longer matches any finding).
 #
-# The Go standard library of go1.26.8 (this machine's Go): these are fixed in
-# go1.26.9 (GO-2026-6809: go1.26.10) and in go1.27.3, which the module proxy
-# serves: building with GOTOOLCHAIN=go1.27.3 removes every one of them (checked:
-# govulncheck then finds nothing). Until the project's builds move to it, they
-# are accepted here rather than failing every CI run on a fix that go.mod cannot
-# make.
-ACCEPTED=(
-	"GO-2026-6809 stdlib crypto/x509 (compromised intermediates): fixed in go1.26.10 / go1.27.3"
-	"GO-2026-6617 stdlib net/http HTTP/2 server HPACK race: fixed in go1.26.9 / go1.27.2"
-	"GO-2026-6613 stdlib net/http HTTP/1 server CONNECT desync: fixed in go1.26.9 / go1.27.2"
-	"GO-2026-6612 stdlib net/http HTTP/2 server flow control: fixed in go1.26.9 / go1.27.2"
-	"GO-2026-6611 stdlib net/http HTTP/2 window changes CPU: fixed in go1.26.9 / go1.27.2"
-	"GO-2026-6610 stdlib net/http HTTP/2 transport framing headers: fixed in go1.26.9 / go1.27.2"
-	"GO-2026-6608 stdlib net/textproto MIME header memory limit: fixed in go1.26.9 / go1.27.2"
-	"GO-2026-6607 stdlib crypto/tls ECH outer extensions: fixed in go1.26.9 / go1.27.2"
-	"GO-2026-6605 stdlib net/http HTTP/1 client CONNECT desync: fixed in go1.26.9 / go1.27.2"
-	"GO-2026-6603 stdlib net/http HTTP/2 server trailers memory: fixed in go1.26.9 / go1.27.2"
-	"GO-2026-6600 stdlib html/template yield keyword: fixed in go1.26.9 / go1.27.2"
-	"GO-2026-6599 stdlib html/template context tracking: fixed in go1.26.9 / go1.27.2"
-)
+# Empty: go.mod's toolchain line (go1.27.3, which the Makefile lets the go
+# command fetch) carries the standard-library fixes that go1.26.8 lacked.
+ACCEPTED=()
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-mirakl"
 # govulncheck loads packages through the go command, so it must be built by the
 # same Go: its cache directory is per Go version.
-gover="$(go env GOVERSION)"
+gover="$(cd "$root" && go env GOVERSION)" # the module's toolchain (go.mod), not the installed Go
 bin="$cache/govulncheck-$GOVULNCHECK_VERSION-$gover/govulncheck"
 indexdb="$cache/vulndb-indexdb-$VULNDB_VERSION/indexdb"
 db="$cache/vulndb-$VULNDB_VERSION"
@@ -62,7 +45,7 @@ install() {
 	local pkg="$1" dest="$2" start=$SECONDS
 	echo "vulncheck: installing $pkg (first time only)..." >&2
 	tmp="$(mktemp -d "$cache/.install.XXXXXX")"
-	(cd "$tmp" && GOBIN="$tmp" GOFLAGS=-buildvcs=false go install "$pkg") >&2
+	(cd "$tmp" && GOTOOLCHAIN="$gover" GOBIN="$tmp" GOFLAGS=-buildvcs=false go install "$pkg") >&2
 	mkdir -p "$(dirname "$dest")"
 	mv "$tmp/$(basename "$dest")" "$dest"
 	rm -rf "$tmp"
