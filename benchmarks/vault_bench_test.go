@@ -515,41 +515,9 @@ func waitNoProcess(srv *vaulttest.Server, command string) bool {
 	}
 }
 
-// processesNamed lists, from /proc, the children of parent whose executable
-// has the given file name.
+// processesNamed lists the children of parent running the named executable.
 func processesNamed(parent int, name string) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-		rest := string(stat)
-		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
-			rest = rest[i+1:]
-		}
-		fields := strings.Fields(rest)
-		if len(fields) < 2 || fields[1] != strconv.Itoa(parent) {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-		if filepath.Base(argv0) == name {
-			pids = append(pids, pid)
-		}
-	}
+	pids, _ := vaulttest.ChildProcesses(parent, name) // an unreadable /proc reads as "none"
 	return pids
 }
 

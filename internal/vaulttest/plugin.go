@@ -3,6 +3,7 @@ package vaulttest
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -105,16 +106,19 @@ func (s *Server) EnablePlugin(t testing.TB, path string) {
 // plugin version, shared by every mount of it.)
 func (s *Server) PluginPIDs(t testing.TB) []int {
 	t.Helper()
-	return childrenNamed(t, s.Process().PID(), s.plugin.Command)
+	pids, err := ChildProcesses(s.Process().PID(), s.plugin.Command)
+	if err != nil {
+		t.Fatalf("vaulttest: %v", err)
+	}
+	return pids
 }
 
-// childrenNamed lists, from /proc, the children of parent whose executable
+// ChildProcesses lists, from /proc, the children of parent whose executable
 // has the given file name.
-func childrenNamed(t testing.TB, parent int, name string) []int {
-	t.Helper()
+func ChildProcesses(parent int, name string) ([]int, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		t.Fatalf("vaulttest: listing processes: %v", err)
+		return nil, fmt.Errorf("listing processes: %w", err)
 	}
 	var pids []int
 	for _, e := range entries {
@@ -144,5 +148,5 @@ func childrenNamed(t testing.TB, parent int, name string) []int {
 			pids = append(pids, pid)
 		}
 	}
-	return pids
+	return pids, nil
 }
