@@ -141,7 +141,8 @@ func (b *backend) token(ctx context.Context, s logical.Storage, minTTL *time.Dur
 		return cached, shortLifeWarning(cached, now, need), nil
 	}
 
-	tok, err := (*cachedToken)(nil), refusal
+	var tok *cachedToken
+	err = refusal // while a refusal holds, fail fast rather than ask Mirakl again
 	if err == nil {
 		tok, err = b.refresh(ctx, client, generation, cached, need)
 	}
