@@ -192,6 +192,8 @@ func copyLogForCI(t testing.TB, logPath string) {
 		t.Logf("vaulttest: %s: %v", EnvLogDir, err)
 		return
 	}
-	defer out.Close()
-	_, _ = io.Copy(out, src)
+	_, copyErr := io.Copy(out, src)
+	if err := errors.Join(copyErr, out.Close()); err != nil {
+		t.Logf("vaulttest: copying %s to %s: %v", logPath, dest, err)
+	}
 }
