@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -397,7 +398,16 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return false, ctx.Err()
 	}
 	if err != nil {
-		// Certificate and URL errors are permanent; the default policy knows them.
+		// A TLS handshake refused by either side (a certificate we do not
+		// trust, or the server's alert: protocol version, handshake failure)
+		// fails the same way next time. crypto/tls reports a peer's alert as a
+		// net.OpError whose Op is "remote error".
+		var verification *tls.CertificateVerificationError
+		var opErr *net.OpError
+		if errors.As(err, &verification) || (errors.As(err, &opErr) && opErr.Op == "remote error") {
+			return false, nil
+		}
+		// The default policy knows the other permanent errors (URL, scheme, redirects).
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
 	if !isTransientStatus(resp.StatusCode) {

@@ -1,8 +1,15 @@
 package mirakl
 
 import (
+	"crypto/tls"
+	"encoding/pem"
+	"io"
+	"log"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,5 +231,32 @@ func TestUserAgentAndFormBody(t *testing.T) {
 	}
 	if fake.Stats().Issued != 1 || fake.Requests() != 1 {
 		t.Fatalf("want exactly one request with the credentials in the body, got %+v", fake.Stats())
+	}
+}
+
+func TestTLSBelow12Refused(t *testing.T) {
+	fake := fakemirakl.NewHandler(testClientID, testClientSecret)
+	server := httptest.NewUnstartedServer(fake)
+	server.TLS = &tls.Config{MaxVersion: tls.VersionTLS11}
+	var connections atomic.Int32
+	server.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			connections.Add(1)
+		}
+	}
+	server.Config.ErrorLog = log.New(io.Discard, "", 0)
+	server.StartTLS()
+	t.Cleanup(server.Close)
+	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: server.Certificate().Raw}))
+
+	env := newTestEnvWithFake(t, fake)
+	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": testClientSecret,
+		"token_url": server.URL + fakemirakl.TokenPath, "ca_cert": caPEM})
+	requireStatus(t, resp, err, http.StatusBadGateway, "protocol version")
+	if fake.Requests() != 0 {
+		t.Fatal("a TLS 1.1 server got a token request")
+	}
+	if got := connections.Load(); got != 1 {
+		t.Fatalf("a permanent handshake failure was retried: %d connections", got)
 	}
 }
