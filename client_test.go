@@ -237,7 +237,7 @@ func TestUserAgentAndFormBody(t *testing.T) {
 func TestTLSBelow12Refused(t *testing.T) {
 	fake := fakemirakl.NewHandler(testClientID, testClientSecret)
 	server := httptest.NewUnstartedServer(fake)
-	server.TLS = &tls.Config{MaxVersion: tls.VersionTLS11}
+	server.TLS = &tls.Config{MaxVersion: tls.VersionTLS11} //nolint:gosec // G402: an outdated server is what this test is about
 	var connections atomic.Int32
 	server.Config.ConnState = func(_ net.Conn, state http.ConnState) {
 		if state == http.StateNew {
