@@ -90,16 +90,7 @@ func TestCluster(t *testing.T) {
 			"token_url="+acme.fake.TokenURL())
 		requireRequests(t, acme, 1, "after the config write")
 
-		for _, s := range c.Nodes {
-			got := readToken(t, s.CLI(), "mirakl").accessToken()
-			issuedBy(t, acme, got)
-			if token == "" {
-				token = got
-			}
-			if got != token {
-				t.Errorf("read through %s: token %q, another node gave %q", s.Opts.Name, got, token)
-			}
-		}
+		token = readSameTokenThrough(t, c.Nodes, acme, "")
 		requireRequests(t, acme, 1, "after a read through each of the 3 nodes")
 		onlyActiveRunsPlugin(t, c, leader)
 	}) {
@@ -115,17 +106,7 @@ func TestCluster(t *testing.T) {
 		leader = c.WaitForLeader(t)
 		t.Logf("%s killed (SIGKILL); %s active and followed by every survivor %s later", oldLeader.Opts.Name, leader.Opts.Name, since(killed))
 
-		var after string
-		for _, s := range c.Running() {
-			got := readToken(t, s.CLI(), "mirakl").accessToken()
-			issuedBy(t, acme, got)
-			if after == "" {
-				after = got
-			}
-			if got != after {
-				t.Errorf("read through %s: token %q, another survivor gave %q", s.Opts.Name, got, after)
-			}
-		}
+		after := readSameTokenThrough(t, c.Running(), acme, "")
 		if n := acme.fake.Requests() - before; n > 1 {
 			t.Errorf("the failover cost %d token requests, want at most 1", n)
 		} else {
@@ -164,16 +145,7 @@ func TestCluster(t *testing.T) {
 		if now != leader {
 			want = ""
 		}
-		for _, s := range c.Nodes {
-			got := readToken(t, s.CLI(), "mirakl").accessToken()
-			issuedBy(t, acme, got)
-			if want == "" {
-				want = got
-			}
-			if got != want {
-				t.Errorf("read through %s: token %q, want %q", s.Opts.Name, got, want)
-			}
-		}
+		readSameTokenThrough(t, c.Nodes, acme, want)
 		n := acme.fake.Requests() - before
 		switch {
 		case now == leader && n != 0:
@@ -296,3 +268,21 @@ func clusterNoLeak(t *testing.T, c *vaulttest.Cluster, audit string, a *account)
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }
+
+// readSameTokenThrough reads mirakl/token through each node and fails the test
+// unless every read returns the same token, issued by a's fake (and equal to
+// want, when want is set). It returns that token.
+func readSameTokenThrough(t *testing.T, nodes []*vaulttest.Server, a *account, want string) string {
+	t.Helper()
+	for _, s := range nodes {
+		got := readToken(t, s.CLI(), "mirakl").accessToken()
+		issuedBy(t, a, got)
+		if want == "" {
+			want = got
+		}
+		if got != want {
+			t.Errorf("read through %s: token %q, want %q (what the active node's cache holds)", s.Opts.Name, got, want)
+		}
+	}
+	return want
+}
