@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -101,7 +102,6 @@ type fetchedToken struct {
 type tokenClient struct {
 	credentials clientcredentials.Config
 	timeout     time.Duration
-	secret      string // only to redact it from excerpts
 	retrying    *retryablehttp.Client
 }
 
@@ -153,7 +153,6 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, logger hclog.Logger) 
 			AuthStyle: oauth2.AuthStyleInParams,
 		},
 		timeout:  cfg.RequestTimeout,
-		secret:   cfg.ClientSecret,
 		retrying: retrying,
 	}, nil
 }
@@ -192,10 +191,10 @@ func (c *tokenClient) classify(ctx context.Context, err error, answer *answerRec
 		status := retrieve.Response.StatusCode
 		switch {
 		case status == http.StatusTooManyRequests || status >= 500:
-			return &UpstreamError{Kind: ErrUnavailable, Status: status, OAuthCode: retrieve.ErrorCode,
+			return &UpstreamError{Kind: ErrUnavailable, Status: status, OAuthCode: c.redact(retrieve.ErrorCode),
 				Description: c.redact(retrieve.ErrorDescription), Excerpt: c.excerpt(retrieve.Body)}
 		case retrieve.ErrorCode != "":
-			return &UpstreamError{Kind: ErrCredentialsRefused, Status: status, OAuthCode: retrieve.ErrorCode,
+			return &UpstreamError{Kind: ErrCredentialsRefused, Status: status, OAuthCode: c.redact(retrieve.ErrorCode),
 				Description: c.redact(retrieve.ErrorDescription)}
 		default:
 			return &UpstreamError{Kind: ErrInvalidResponse, Status: status, Excerpt: c.excerpt(retrieve.Body)}
@@ -211,9 +210,8 @@ func (c *tokenClient) classify(ctx context.Context, err error, answer *answerRec
 			Description: c.redact(strings.TrimPrefix(err.Error(), "oauth2: ")), Excerpt: c.excerpt(answer.prefix.Bytes())}
 	}
 	upstream := &UpstreamError{Kind: ErrUnavailable, Cause: redactedError{c.redact(err.Error())}}
-	var unknownAuthority x509.UnknownAuthorityError
-	var verification *tls.CertificateVerificationError
-	if errors.As(err, &unknownAuthority) || errors.As(err, &verification) {
+	var verification *tls.CertificateVerificationError // wraps x509.UnknownAuthorityError and the like
+	if errors.As(err, &verification) {
 		upstream.Description = "its TLS certificate is not trusted (behind a TLS-inspecting proxy, set ca_cert to the proxy's CA)"
 	}
 	return upstream
@@ -288,14 +286,18 @@ func (c *tokenClient) excerpt(body []byte) string {
 	return truncate(c.redact(strings.Join(strings.Fields(text), " ")), maxExcerptBytes)
 }
 
-// redact removes the client secret from anything that came back, in case a
-// proxy or a misbehaving server echoes the request.
+// redact removes the client secret and any access_token value from what
+// came back, in case a proxy echoes the request or a broken answer (cut short,
+// malformed) still carries a token that an error would otherwise quote.
 func (c *tokenClient) redact(s string) string {
-	if c.secret == "" {
-		return s
+	if secret := c.credentials.ClientSecret; secret != "" {
+		s = strings.ReplaceAll(s, secret, "[redacted]")
 	}
-	return strings.ReplaceAll(s, c.secret, "[redacted]")
+	return accessTokenValue.ReplaceAllString(s, "${1}[redacted]")
 }
+
+// accessTokenValue matches the value of an access_token in JSON or a form body.
+var accessTokenValue = regexp.MustCompile(`(?i)(access_token"?\s*[:=]\s*"?)[^"&,}\s]+`)
 
 type redactedError struct{ msg string }
 

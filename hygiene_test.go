@@ -52,6 +52,9 @@ func TestSecretHygiene(t *testing.T) {
 		fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"` + testTokenPrefix + `raw","expires_in":0}`),
 		fakemirakl.RawToken(`{"token_type":"MAC","access_token":"` + testTokenPrefix + `mac","expires_in":60}`),
 		fakemirakl.Fault{Status: 500, Body: "echo client_secret=" + testClientSecret, ContentType: "text/plain"},
+		// Answers cut short by a proxy: the token is there, but no token can be read.
+		fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"` + testTokenPrefix + `cut","expires_in":35`),
+		fakemirakl.Fault{Status: 200, Body: "token_type=bearer&access_token=" + testTokenPrefix + "form%zz", ContentType: "application/x-www-form-urlencoded"},
 	}
 	for _, fault := range faults {
 		env.fake.FailRandomly(1, fault)
