@@ -9,6 +9,7 @@ package noopplugin
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -59,11 +60,7 @@ func New() *framework.Backend {
 			logical.ReadOperation: &framework.PathOperation{
 				Summary: "Return the constant under a lease.",
 				Callback: func(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
-					data := make(map[string]any, len(response))
-					for k, v := range response {
-						data[k] = v
-					}
-					resp := b.Secret(SecretType).Response(data, nil)
+					resp := b.Secret(SecretType).Response(maps.Clone(response), nil)
 					resp.Secret.TTL = LeaseTTL
 					resp.Secret.MaxTTL = LeaseTTL
 					resp.Secret.Renewable = false

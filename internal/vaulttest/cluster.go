@@ -262,17 +262,9 @@ func follows(s, leader *Server) error {
 // apiClient is Client without a testing.TB, for polling loops; every request
 // is bounded so that a hung node cannot stall the poll.
 func (s *Server) apiClient(token string) *api.Client {
-	cfg := api.DefaultConfig()
-	cfg.Address = s.Addr
-	cfg.MaxRetries = 0
-	cfg.Timeout = 5 * time.Second
-	client, err := api.NewClient(cfg)
+	client, err := newAPIClient(s.Addr, token, 5*time.Second)
 	if err != nil {
 		panic(fmt.Sprintf("vaulttest: api client for %s: %v", s.Addr, err)) // only a malformed address fails
-	}
-	client.ClearToken()
-	if token != "" {
-		client.SetToken(token)
 	}
 	return client
 }

@@ -281,20 +281,29 @@ func (s *Server) Client(t testing.TB) *api.Client {
 // ClientWithToken is an API client with the given token ("" for none).
 func (s *Server) ClientWithToken(t testing.TB, token string) *api.Client {
 	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address = s.Addr
-	cfg.MaxRetries = 0
-	cfg.Timeout = 60 * time.Second
-	c, err := api.NewClient(cfg)
+	c, err := newAPIClient(s.Addr, token, 60*time.Second)
 	if err != nil {
 		t.Fatalf("vaulttest: api client: %v", err)
+	}
+	return c
+}
+
+// newAPIClient is a client of addr with token ("" for none), without retries.
+func newAPIClient(addr, token string, timeout time.Duration) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	cfg.MaxRetries = 0
+	cfg.Timeout = timeout
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, err
 	}
 	// NewClient reads VAULT_TOKEN from the environment; never use it.
 	c.ClearToken()
 	if token != "" {
 		c.SetToken(token)
 	}
-	return c
+	return c, nil
 }
 
 // waitListening waits until the API answers at all (sealed or not).
