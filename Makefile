@@ -64,10 +64,13 @@ fuzz:
 fmt:
 	gofmt -w .
 
+## vet: go vet of every package with each tag set, for each OS that `make dist` ships
+VET_GOOS := linux darwin windows
 vet:
-	$(GO) vet ./...
-	$(GO) vet -tags e2e ./...
-	$(GO) vet -tags bench ./...
+	@set -e; for goos in $(VET_GOOS); do for tags in "" e2e bench; do \
+		echo "go vet GOOS=$$goos tags=$${tags:-none}"; \
+		CGO_ENABLED=0 GOOS=$$goos GOARCH=amd64 $(GO) vet -tags "$$tags" ./...; \
+	done; done
 
 clean:
 	rm -rf bin dist

@@ -46,12 +46,12 @@ func TestVaultProfiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	bins := vaulttest.RequireEnv(t)
-	bins.PluginBin = buildUnstripped(t, "./cmd/vault-plugin-mirakl", filepath.Base(bins.PluginBin),
+	bins.PluginBin = buildCommand(t, "./cmd/vault-plugin-mirakl", filepath.Base(bins.PluginBin),
 		"-X github.com/vault-plugin-mirakl/vault-plugin-mirakl.Version="+bins.PluginVersion)
-	noopBin := buildUnstripped(t, "./internal/cmd/noop-plugin", noopCommand, "")
+	noopBin := buildCommand(t, "./internal/cmd/noop-plugin", noopCommand, "")
 	perf, _ := exec.LookPath("perf")
 
-	srv := vaulttest.StartDev(t, bins, vaulttest.Options{LogLevel: "info"})
+	srv := vaulttest.Start(t, bins, vaulttest.Options{LogLevel: "info"})
 	root := srv.Client(t)
 	srv.RegisterPlugin(t)
 	registerNoop(t, srv, root, noopBin)
@@ -91,19 +91,6 @@ func TestVaultProfiles(t *testing.T) {
 		wg.Wait()
 		t.Logf("%s: %s", tg.name, summarize(st))
 	}
-}
-
-// buildUnstripped builds a command of this module with its symbols, for perf.
-func buildUnstripped(t *testing.T, pkg, name, ldflags string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg)
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if output, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building %s: %v\n%s", pkg, err, output)
-	}
-	return out
 }
 
 // vaultProfile saves a CPU profile of the vault server, taken over

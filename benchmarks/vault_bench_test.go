@@ -91,9 +91,11 @@ type target struct {
 
 func TestVaultBenchmarks(t *testing.T) {
 	bins := vaulttest.RequireEnv(t)
-	noopBin := buildNoopPlugin(t)
+	// Static and stripped, as `make build` builds the plugin, so that both
+	// binaries are alike.
+	noopBin := buildCommand(t, "./internal/cmd/noop-plugin", noopCommand, "-s -w")
 	// Info, not the harness's debug: no read may pay for a debug log line.
-	srv := vaulttest.StartDev(t, bins, vaulttest.Options{LogLevel: "info"})
+	srv := vaulttest.Start(t, bins, vaulttest.Options{LogLevel: "info"})
 	root := srv.Client(t)
 	ctx := context.Background()
 	rep := &report{}
@@ -404,16 +406,16 @@ func measurePeakRSS(t *testing.T, srv *vaulttest.Server, rep *report) {
 
 // --- setup ---
 
-// buildNoopPlugin builds internal/cmd/noop-plugin as `make build` builds the
-// plugin, static and stripped, so that both binaries are alike.
-func buildNoopPlugin(t *testing.T) string {
+// buildCommand builds a command of this module, static, into a file called
+// name, and returns its path.
+func buildCommand(t *testing.T, pkg, name, ldflags string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), noopCommand)
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./internal/cmd/noop-plugin")
+	out := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg)
 	cmd.Dir = ".."
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if output, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the noop plugin: %v\n%s", err, output)
+		t.Fatalf("building %s: %v\n%s", pkg, err, output)
 	}
 	return out
 }
@@ -517,7 +519,7 @@ func waitNoProcess(srv *vaulttest.Server, command string) bool {
 
 // processesNamed lists the children of parent running the named executable.
 func processesNamed(parent int, name string) []int {
-	pids, _ := vaulttest.ChildProcesses(parent, name) // an unreadable /proc reads as "none"
+	pids, _ := vaulttest.ChildProcesses(parent, name) // a failed listing reads as "none"
 	return pids
 }
 

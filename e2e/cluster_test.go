@@ -3,14 +3,10 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
@@ -23,25 +19,10 @@ import (
 // crash would, rather than stopped: nothing gets a chance to hand over.
 func TestCluster(t *testing.T) {
 	t.Parallel()
-	bins := vaulttest.RequireEnv(t)
-	dir := t.TempDir()
-	audit := filepath.Join(dir, "audit.log")
-	acme := &account{
-		name:         "acme",
-		clientID:     "e2e-client-acme",
-		clientSecret: secretMarker + "-acme-" + randomHex(),
-	}
-	acme.fake = fakemirakl.New(acme.clientID, acme.clientSecret, fakemirakl.WithTokenPrefix(tokenMarker+"-acme-"))
-	t.Cleanup(acme.fake.Close)
-
-	// Registered before the cluster starts, so they run after every node
-	// was stopped and its log flushed.
-	var c *vaulttest.Cluster
-	t.Cleanup(func() { clusterStopped(t, c) })
-	t.Cleanup(func() { clusterNoLeak(t, c, audit, acme) })
-
 	started := time.Now()
-	c = vaulttest.StartCluster(t, bins, 3)
+	e := newClusterEnv(t, 3)
+	c := e.cluster
+	acme := e.newAccount("acme")
 	leader := c.Leader(t)
 	t.Logf("3 nodes initialised, joined, unsealed and voting in %s; %s is active", since(started), leader.Opts.Name)
 
@@ -54,12 +35,10 @@ func TestCluster(t *testing.T) {
 		peers := leader.CLI().MustRun(t, "operator", "raft", "list-peers")
 		t.Logf("vault operator raft list-peers:\n%s", peers)
 		for _, s := range c.Nodes {
-			if !strings.Contains(peers, s.Opts.NodeID) {
-				t.Errorf("%s is not a raft peer", s.Opts.NodeID)
+			if !strings.Contains(peers, s.Opts.Name) {
+				t.Errorf("%s is not a raft peer", s.Opts.Name)
 			}
 		}
-		cli := leader.CLI()
-		cli.MustRun(t, "audit", "enable", "file", "file_path="+audit)
 		leader.RegisterPlugin(t)
 		leader.EnablePlugin(t, "mirakl")
 		// The catalog and the mount table are replicated: every node sees them.
@@ -102,7 +81,7 @@ func TestCluster(t *testing.T) {
 	if !t.Run("active node killed", func(t *testing.T) {
 		before := acme.fake.Requests()
 		killed := time.Now()
-		c.KillNode(t, oldLeader)
+		oldLeader.Kill(t)
 		leader = c.WaitForLeader(t)
 		t.Logf("%s killed (SIGKILL); %s active and followed by every survivor %s later", oldLeader.Opts.Name, leader.Opts.Name, since(killed))
 
@@ -115,17 +94,9 @@ func TestCluster(t *testing.T) {
 		token = after
 
 		for _, s := range c.Running() {
-			cli := s.CLI()
-			var cfg leasedToken
-			cli.MustRunJSON(t, &cfg, "read", "-format=json", "mirakl/config")
-			if cfg.Data["client_id"] != acme.clientID || cfg.Data["token_url"] != acme.fake.TokenURL() {
-				t.Errorf("config through %s after the failover: %v", s.Opts.Name, cfg.Data)
-			}
-			if _, ok := cfg.Data["client_secret"]; ok {
-				t.Errorf("config read through %s returns client_secret: %v", s.Opts.Name, cfg.Data)
-			}
+			checkConfig(t, s.CLI(), "mirakl", acme, "through "+s.Opts.Name+" after the failover")
 			// The lease handed out by the dead node is still known.
-			cli.MustRun(t, "lease", "lookup", lease)
+			s.CLI().MustRun(t, "lease", "lookup", lease)
 		}
 		onlyActiveRunsPlugin(t, c, leader)
 	}) {
@@ -194,77 +165,6 @@ func activeSince(t *testing.T, s *vaulttest.Server) time.Time {
 		t.Fatalf("vault read sys/leader on %s: %v", s.Opts.Name, err)
 	}
 	return l.ActiveTime
-}
-
-// clusterStopped checks, once the harness has stopped everything, that no
-// node and no plugin process out of the cluster's plugin directory is left.
-func clusterStopped(t *testing.T, c *vaulttest.Cluster) {
-	if c == nil {
-		return
-	}
-	for _, s := range c.Nodes {
-		if p := s.Process(); p != nil && !p.Exited() {
-			t.Errorf("%s (pid %d) still runs after the test", s.Opts.Name, p.PID())
-		}
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Errorf("listing processes: %v", err)
-		return
-	}
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-		if strings.HasPrefix(argv0, c.PluginDir+string(filepath.Separator)) {
-			t.Errorf("plugin process %s (%s) still runs after the test", e.Name(), argv0)
-		}
-	}
-}
-
-// clusterNoLeak looks for the client secret and every issued token in the
-// audit log, every node's log and every CLI output but the token reads.
-func clusterNoLeak(t *testing.T, c *vaulttest.Cluster, audit string, a *account) {
-	if c == nil {
-		return
-	}
-	needles := append([]string{secretMarker, tokenMarker, a.clientSecret}, a.fake.IssuedTokens()...)
-	type haystack struct{ where, text string }
-	var stacks []haystack
-	paths := []string{audit}
-	for _, s := range c.Nodes {
-		paths = append(paths, s.LogPath)
-	}
-	for _, path := range paths {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			if !t.Failed() { // a test that stopped early may not have enabled the audit device
-				t.Errorf("leak check: %v", err)
-			}
-			continue
-		}
-		stacks = append(stacks, haystack{path, string(data)})
-	}
-	for _, s := range c.Nodes {
-		for _, r := range s.Transcript() {
-			if isTokenRead(r.Args) && r.ExitCode == 0 {
-				continue
-			}
-			stacks = append(stacks, haystack{"the output of vault " + strings.Join(r.Args, " ") + " on " + s.Opts.Name, r.Output()})
-		}
-	}
-	for _, s := range stacks {
-		for _, n := range needles {
-			if i := strings.Index(s.text, n); i >= 0 {
-				t.Errorf("leak: %s contains %q: ...%s...", s.where, n, excerpt(s.text, i))
-			}
-		}
-	}
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }

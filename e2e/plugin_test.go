@@ -46,14 +46,7 @@ func TestRegisterEnableConfigureRead(t *testing.T) {
 	e.configure("mirakl", acme)
 
 	t.Run("config read hides the secret", func(t *testing.T) {
-		var cfg leasedToken
-		cli.MustRunJSON(t, &cfg, "read", "-format=json", "mirakl/config")
-		if cfg.Data["client_id"] != acme.clientID || cfg.Data["token_url"] != acme.fake.TokenURL() {
-			t.Errorf("config: %v", cfg.Data)
-		}
-		if _, ok := cfg.Data["client_secret"]; ok {
-			t.Errorf("config read returns client_secret: %v", cfg.Data)
-		}
+		checkConfig(t, cli, "mirakl", acme, "after the write")
 	})
 
 	expiresIn := 3599 // the fake's default, as Mirakl's

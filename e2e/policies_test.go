@@ -53,18 +53,10 @@ func TestTeamPoliciesAndAccounts(t *testing.T) {
 	})
 
 	t.Run("admin manages its config and never sees the secret", func(t *testing.T) {
-		var cfg leasedToken
-		acmeAdmin.MustRunJSON(t, &cfg, "read", "-format=json", "mirakl/config")
-		if cfg.Data["client_id"] != acme.clientID {
-			t.Errorf("client_id %v, want %s", cfg.Data["client_id"], acme.clientID)
-		}
-		if _, ok := cfg.Data["client_secret"]; ok {
-			t.Errorf("config read shows client_secret: %v", cfg.Data)
-		}
+		checkConfig(t, acmeAdmin, "mirakl", acme, "as its admin")
 		acmeAdmin.MustRun(t, "write", "mirakl/config", "min_ttl=15m")
-		acmeAdmin.MustRunJSON(t, &cfg, "read", "-format=json", "mirakl/config")
-		if cfg.Data["min_ttl"] != float64(900) {
-			t.Errorf("min_ttl after update: %v", cfg.Data["min_ttl"])
+		if cfg := checkConfig(t, acmeAdmin, "mirakl", acme, "after the min_ttl update"); cfg["min_ttl"] != float64(900) {
+			t.Errorf("min_ttl after update: %v", cfg["min_ttl"])
 		}
 		issuedBy(t, acme, readToken(t, acmeAdmin, "mirakl").accessToken())
 		acmeAdmin.MustRun(t, "lease", "revoke", "-prefix", "mirakl/token")

@@ -16,11 +16,9 @@ const cliTimeout = 2 * time.Minute
 
 // Result is one finished CLI command.
 type Result struct {
-	Args     []string // what followed "vault"
-	Token    string   // the VAULT_TOKEN it ran with
-	Stdout   string
-	Stderr   string
-	ExitCode int
+	Args           []string // what followed "vault"
+	Stdout, Stderr string   // what it printed
+	ExitCode       int      // 0 for success
 }
 
 // Output is stdout and stderr together, for messages and searches.
@@ -33,7 +31,7 @@ func (r *Result) Output() string { return r.Stdout + r.Stderr }
 type CLI struct {
 	server *Server
 	token  string
-	env    []string
+	stdin  string
 }
 
 // CLI runs commands with the root token.
@@ -42,9 +40,12 @@ func (s *Server) CLI() *CLI { return &CLI{server: s, token: s.RootToken()} }
 // CLIWithToken runs commands with the given token ("" for none).
 func (s *Server) CLIWithToken(token string) *CLI { return &CLI{server: s, token: token} }
 
-// WithEnv returns a CLI that adds KEY=value pairs to the environment.
-func (c *CLI) WithEnv(kv ...string) *CLI {
-	return &CLI{server: c.server, token: c.token, env: append(append([]string(nil), c.env...), kv...)}
+// WithStdin is the same CLI with stdin fed to every command, as a shell's
+// `<<<"$VAR"` would (the caller adds the newline it appends).
+func (c *CLI) WithStdin(stdin string) *CLI {
+	with := *c
+	with.stdin = stdin
+	return &with
 }
 
 // Run runs `vault args...` and returns what happened, whatever the exit code.
@@ -53,19 +54,19 @@ func (c *CLI) Run(t testing.TB, args ...string) *Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, c.server.Env.VaultBin, args...)
+	cmd := exec.CommandContext(ctx, c.server.env.VaultBin, args...)
 	cmd.Env = append(cleanEnv(),
 		"VAULT_ADDR="+c.server.Addr,
 		"VAULT_TOKEN="+c.token,
 		// No token helper file, no colours, no pager.
-		"HOME="+c.server.Dir,
+		"HOME="+c.server.Opts.Dir,
 		"NO_COLOR=1",
 	)
-	cmd.Env = append(cmd.Env, c.env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin = strings.NewReader(c.stdin)
 	err := cmd.Run()
-	r := &Result{Args: args, Token: c.token, Stdout: stdout.String(), Stderr: stderr.String()}
+	r := &Result{Args: args, Stdout: stdout.String(), Stderr: stderr.String()}
 	var exit *exec.ExitError
 	switch {
 	case errors.As(err, &exit):

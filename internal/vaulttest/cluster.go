@@ -25,53 +25,38 @@ import (
 // In Vault (community edition) only the active node mounts the secrets
 // engines; standbys forward every request to it over the cluster port.
 type Cluster struct {
-	Env Env
 	// Nodes are the servers, node1 first; stopped ones stay in the list.
 	Nodes []*Server
-	// Dir holds one directory per node and the shared PluginDir.
-	Dir, PluginDir string
+	// PluginDir is the plugin directory the nodes share.
+	PluginDir string
 }
 
-// StartCluster starts an n-node cluster with default node options; see
-// StartRaftCluster.
+// StartCluster starts an n-node raft cluster with the nodes' default options
+// and returns once it is initialised, every node is unsealed, every node is a
+// raft voter (so that it survives losing one node when n >= 3) and node1 is
+// active. The root token and unseal key are node1's, given to every node.
 func StartCluster(t testing.TB, env Env, n int) *Cluster {
-	t.Helper()
-	return StartRaftCluster(t, env, n, Options{})
-}
-
-// StartRaftCluster starts an n-node raft cluster and returns once it is
-// initialised, every node is unsealed, every node is a raft voter (so that it
-// survives losing one node when n >= 3) and node1 is active. opts is every
-// node's template (LogLevel, ExtraConfig, Env); the cluster sets Storage,
-// Name, NodeID, Dir, the ports, PluginDir and RetryJoin. The root token and
-// unseal key are node1's, given to every node.
-func StartRaftCluster(t testing.TB, env Env, n int, opts Options) *Cluster {
 	t.Helper()
 	if n < 1 {
 		t.Fatalf("vaulttest: a cluster of %d nodes", n)
 	}
-	c := &Cluster{Env: env, Dir: t.TempDir()}
-	c.PluginDir = filepath.Join(c.Dir, "plugins")
-	InstallPlugin(t, env, c.PluginDir)
+	dir := t.TempDir()
+	c := &Cluster{PluginDir: filepath.Join(dir, "plugins")}
+	installPlugin(t, env, c.PluginDir)
 
-	ports := FreePorts(t, 2*n)
+	ports := freePorts(t, 2*n)
 	addrs := make([]string, n)
 	for i := range n {
 		addrs[i] = fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
 	}
 	for i := range n {
-		o := opts
-		o.Storage = StorageRaft
-		o.Name = fmt.Sprintf("node%d", i+1)
-		o.NodeID = o.Name
-		o.Dir = filepath.Join(c.Dir, o.Name)
-		o.Port, o.ClusterPort = ports[2*i], ports[2*i+1]
-		o.PluginDir = c.PluginDir
-		o.RetryJoin = nil
+		name := fmt.Sprintf("node%d", i+1)
+		o := Options{Storage: storageRaft, Name: name, Dir: filepath.Join(dir, name),
+			port: ports[2*i], clusterPort: ports[2*i+1], pluginDir: c.PluginDir}
 		if i > 0 {
 			// Every other node, as in a production config: whichever is
 			// active answers the join. Only used before the node has joined.
-			o.RetryJoin = slices.Delete(slices.Clone(addrs), i, i+1)
+			o.retryJoin = slices.Delete(slices.Clone(addrs), i, i+1)
 		}
 		c.Nodes = append(c.Nodes, Start(t, env, o))
 	}
@@ -79,11 +64,10 @@ func StartRaftCluster(t testing.TB, env Env, n int, opts Options) *Cluster {
 	first := c.Nodes[0]
 	first.Init(t)
 	for _, s := range c.Nodes[1:] {
-		s.SetRootToken(first.RootToken())
-		s.SetUnsealKeys(first.UnsealKeys())
-		// Unseal retries until retry_join has fetched the seal configuration
+		s.setCredentials(first.RootToken(), first.unsealKeys())
+		// unseal retries until retry_join has fetched the seal configuration
 		// from node1, then completes the join.
-		s.Unseal(t)
+		s.unseal(t)
 	}
 	c.WaitForVoters(t, n)
 	if leader := c.WaitForLeader(t); leader != first {
@@ -91,9 +75,6 @@ func StartRaftCluster(t testing.TB, env Env, n int, opts Options) *Cluster {
 	}
 	return c
 }
-
-// Node is node i, counting from 1 as the names do.
-func (c *Cluster) Node(i int) *Server { return c.Nodes[i-1] }
 
 // Running are the nodes whose process is running (sealed or not).
 func (c *Cluster) Running() []*Server {
@@ -115,19 +96,6 @@ func (c *Cluster) Leader(t testing.TB) *Server {
 		t.Fatalf("vaulttest: %v", err)
 	}
 	return leader
-}
-
-// Standbys are the running nodes other than the active one.
-func (c *Cluster) Standbys(t testing.TB) []*Server {
-	t.Helper()
-	leader := c.Leader(t)
-	var standbys []*Server
-	for _, s := range c.Running() {
-		if s != leader {
-			standbys = append(standbys, s)
-		}
-	}
-	return standbys
 }
 
 // WaitForLeader waits until exactly one running node is active and every
@@ -186,24 +154,12 @@ func (c *Cluster) WaitForVoters(t testing.TB, n int) {
 	})
 }
 
-// StopNode stops a node gracefully (SIGTERM; SIGKILL after a grace period).
-func (c *Cluster) StopNode(t testing.TB, s *Server) {
-	t.Helper()
-	s.Stop(t)
-}
-
-// KillNode kills a node and its plugin processes with SIGKILL, as a crash would.
-func (c *Cluster) KillNode(t testing.TB, s *Server) {
-	t.Helper()
-	s.Kill(t)
-}
-
 // RestartNode starts a stopped or killed node again with the same ports and
 // data directory, unseals it, and waits until it follows the active node
 // again (or is active itself).
 func (c *Cluster) RestartNode(t testing.TB, s *Server) {
 	t.Helper()
-	s.StartAgain(t)
+	s.startAgain(t)
 	c.WaitForLeader(t)
 }
 

@@ -2,21 +2,21 @@
 // on loopback for end-to-end tests and benchmarks of the plugin.
 //
 // Everything it starts is tied to the test that started it: processes run in
-// their own process group and are stopped, then killed, on t.Cleanup, even
-// when the test fails; logs go to files under t.TempDir and their tail is
-// printed when the test failed. It never skips: a missing binary fails the
-// test with the command that provides it.
+// their own process group (on unix) and are stopped, then killed, on
+// t.Cleanup, even when the test fails; logs go to files under t.TempDir and
+// their tail is printed when the test failed. It never skips: a missing binary
+// fails the test with the command that provides it.
 //
 // A session reads like the commands a user types:
 //
 //	env := vaulttest.RequireEnv(t)
-//	srv := vaulttest.StartDev(t, env, vaulttest.Options{})
+//	srv := vaulttest.Start(t, env, vaulttest.Options{})
 //	srv.RegisterPlugin(t)
 //	srv.EnablePlugin(t, "mirakl")
 //	srv.CLI().MustRun(t, "write", "mirakl/config", "client_id=...", ...)
 //
-// Non-dev servers (file or raft storage) are started with Start, then Init
-// and Unseal; Restart keeps their ports, storage and unseal keys.
+// A server on file storage is started with Start, then Init; Restart keeps
+// its ports, storage and unseal key. StartCluster starts nodes on raft.
 package vaulttest
 
 import (
@@ -25,14 +25,14 @@ import (
 	"testing"
 )
 
-// The environment variables the harness reads. `make test-e2e` sets all three.
+// The environment variables the harness reads. `make test-e2e` sets the first three.
 const (
-	EnvVaultBin      = "VAULT_BIN"
-	EnvPluginBin     = "PLUGIN_BIN"
-	EnvPluginVersion = "PLUGIN_VERSION"
-	// EnvLogDir, when set, is a directory where every process log is copied
+	envVaultBin      = "VAULT_BIN"
+	envPluginBin     = "PLUGIN_BIN"
+	envPluginVersion = "PLUGIN_VERSION"
+	// envLogDir, when set, is a directory where every process log is copied
 	// at the end of its test (for CI artifacts).
-	EnvLogDir = "VAULTTEST_LOG_DIR"
+	envLogDir = "VAULTTEST_LOG_DIR"
 )
 
 // Env is what the harness needs from outside: a vault binary and the plugin
@@ -52,14 +52,14 @@ const howToRun = "run the end-to-end tests with `make test-e2e`, which builds th
 func RequireEnv(t testing.TB) Env {
 	t.Helper()
 	env := Env{
-		VaultBin:      os.Getenv(EnvVaultBin),
-		PluginBin:     os.Getenv(EnvPluginBin),
-		PluginVersion: os.Getenv(EnvPluginVersion),
+		VaultBin:      os.Getenv(envVaultBin),
+		PluginBin:     os.Getenv(envPluginBin),
+		PluginVersion: os.Getenv(envPluginVersion),
 	}
 	for _, v := range []struct{ name, value string }{
-		{EnvVaultBin, env.VaultBin},
-		{EnvPluginBin, env.PluginBin},
-		{EnvPluginVersion, env.PluginVersion},
+		{envVaultBin, env.VaultBin},
+		{envPluginBin, env.PluginBin},
+		{envPluginVersion, env.PluginVersion},
 	} {
 		if v.value == "" {
 			t.Fatalf("vaulttest: %s is not set: %s", v.name, howToRun)

@@ -3,12 +3,9 @@ package vaulttest
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 )
 
@@ -23,9 +20,9 @@ type Plugin struct {
 	Version string // such as v0.1.0
 }
 
-// InstallPlugin copies the plugin binary into dir (created if needed) and
+// installPlugin copies the plugin binary into dir (created if needed) and
 // returns what to register.
-func InstallPlugin(t testing.TB, env Env, dir string) Plugin {
+func installPlugin(t testing.TB, env Env, dir string) Plugin {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatalf("vaulttest: creating the plugin directory: %v", err)
@@ -111,42 +108,4 @@ func (s *Server) PluginPIDs(t testing.TB) []int {
 		t.Fatalf("vaulttest: %v", err)
 	}
 	return pids
-}
-
-// ChildProcesses lists, from /proc, the children of parent whose executable
-// has the given file name.
-func ChildProcesses(parent int, name string) ([]int, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, fmt.Errorf("listing processes: %w", err)
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue // gone meanwhile
-		}
-		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-		rest := string(stat)
-		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
-			rest = rest[i+1:]
-		}
-		fields := strings.Fields(rest)
-		if len(fields) < 2 || fields[1] != strconv.Itoa(parent) {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-		if filepath.Base(argv0) == name {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
 }

@@ -14,15 +14,15 @@ var (
 	handedOut = map[int]bool{}
 )
 
-// FreePort returns a TCP port on 127.0.0.1 that nothing listens on and that
+// freePort returns a TCP port on 127.0.0.1 that nothing listens on and that
 // this process has not handed out before.
-func FreePort(t testing.TB) int {
+func freePort(t testing.TB) int {
 	t.Helper()
-	return FreePorts(t, 1)[0]
+	return freePorts(t, 1)[0]
 }
 
-// FreePorts returns n distinct free ports (see FreePort).
-func FreePorts(t testing.TB, n int) []int {
+// freePorts returns n distinct free ports (see freePort).
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	portsMu.Lock()
 	defer portsMu.Unlock()

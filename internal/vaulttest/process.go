@@ -19,11 +19,12 @@ import (
 const stopGrace = 15 * time.Second
 
 // Process is a long-running child (vault server, vault agent, ...) in its own
-// process group, with stdout and stderr appended to LogPath.
+// process group (on unix), with stdout and stderr appended to LogPath.
 type Process struct {
-	Name    string // for messages, such as "vault server"
+	// LogPath is the file that receives its stdout and stderr.
 	LogPath string
 
+	name    string // for messages, such as "vault server"
 	cmd     *exec.Cmd
 	done    chan struct{}
 	waitErr error
@@ -32,16 +33,11 @@ type Process struct {
 	stopOnce sync.Mutex
 }
 
-// StartProcess starts bin with args and env (nil: a clean copy of the
-// test's environment), appending its output to logPath. The process and every
-// child it starts (Vault's plugins) are stopped on t.Cleanup.
-func StartProcess(t testing.TB, name, logPath string, env []string, bin string, args ...string) *Process {
-	t.Helper()
-	return startProcess(t, t, name, logPath, env, bin, args...)
-}
-
-// startProcess reports failures to t but ties the process to owner, which
-// may be a parent of t: a server restarted in a subtest must outlive it.
+// startProcess starts bin with args and env (nil: a clean copy of the test's
+// environment), appending its output to logPath. It reports failures to t but
+// ties the process to owner, which may be a parent of t: a server restarted
+// in a subtest must outlive it. The process and every child it starts
+// (Vault's plugins) are stopped on owner's Cleanup.
 func startProcess(t, owner testing.TB, name, logPath string, env []string, bin string, args ...string) *Process {
 	t.Helper()
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -56,34 +52,28 @@ func startProcess(t, owner testing.TB, name, logPath string, env []string, bin s
 		cmd.Env = cleanEnv()
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Its own group, so that stopping it stops the plugins it started.
-		Setpgid: true,
-		// If the test binary dies without cleaning up (timeout panic), do not
-		// leave a server behind.
-		Pdeathsig: syscall.SIGKILL,
-	}
+	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		t.Fatalf("vaulttest: starting %s: %v", name, err)
 	}
-	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{}), logFile: logFile}
+	p := &Process{name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{}), logFile: logFile}
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.done)
 	}()
 	owner.Cleanup(func() {
-		p.Stop()
+		p.stop()
 		p.logFile.Close()
 		if owner.Failed() {
-			owner.Logf("vaulttest: last lines of the %s log (%s):\n%s", name, logPath, TailFile(logPath, 40))
+			owner.Logf("vaulttest: last lines of the %s log (%s):\n%s", name, logPath, tailFile(logPath, 40))
 		}
 		copyLogForCI(owner, logPath)
 	})
 	return p
 }
 
-// PID is the process id (and process group id).
+// PID is the process id (and, on unix, process group id).
 func (p *Process) PID() int { return p.cmd.Process.Pid }
 
 // Exited reports whether the process has ended.
@@ -96,9 +86,6 @@ func (p *Process) Exited() bool {
 	}
 }
 
-// Done is closed when the process has ended.
-func (p *Process) Done() <-chan struct{} { return p.done }
-
 // ExitError is the process's exit status once it ended (nil while it runs or
 // after a clean exit).
 func (p *Process) ExitError() error {
@@ -108,13 +95,13 @@ func (p *Process) ExitError() error {
 	return p.waitErr
 }
 
-// Stop asks the process to exit with SIGTERM, waits up to 15s, then kills its
-// whole process group. It is safe to call more than once.
-func (p *Process) Stop() {
+// stop asks the process to exit with SIGTERM, waits up to stopGrace, then
+// kills its whole process group. It is safe to call more than once.
+func (p *Process) stop() {
 	p.stopOnce.Lock()
 	defer p.stopOnce.Unlock()
-	if !p.Exited() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	// Windows cannot deliver SIGTERM: nothing to wait for, straight to the kill.
+	if !p.Exited() && p.cmd.Process.Signal(syscall.SIGTERM) == nil {
 		select {
 		case <-p.done:
 		case <-time.After(stopGrace):
@@ -123,20 +110,44 @@ func (p *Process) Stop() {
 	p.killGroup()
 }
 
-// Kill sends SIGKILL to the process group and waits for the process to end.
-func (p *Process) Kill() {
+// kill kills the process group and waits for the process to end.
+func (p *Process) kill() {
 	p.stopOnce.Lock()
 	defer p.stopOnce.Unlock()
 	p.killGroup()
 }
 
-func (p *Process) killGroup() {
-	// The group outlives its leader while children (plugins) remain in it.
-	err := syscall.Kill(-p.PID(), syscall.SIGKILL)
-	if err != nil && !errors.Is(err, syscall.ESRCH) && !p.Exited() {
-		_ = p.cmd.Process.Kill()
+// proc is one running process as the system lists it.
+type proc struct {
+	pid, ppid int
+	exe       string // argv[0], the path the executable was started by
+}
+
+// ChildProcesses lists the children of parent whose executable has the given
+// file name.
+func ChildProcesses(parent int, name string) ([]int, error) {
+	return matchingProcesses(func(p proc) bool { return p.ppid == parent && filepath.Base(p.exe) == name })
+}
+
+// ProcessesIn lists the processes, children of anyone, whose executable lies
+// in dir: a plugin directory's processes outlive a server killed alone.
+func ProcessesIn(dir string) ([]int, error) {
+	prefix := filepath.Clean(dir) + string(filepath.Separator)
+	return matchingProcesses(func(p proc) bool { return strings.HasPrefix(p.exe, prefix) })
+}
+
+func matchingProcesses(match func(proc) bool) ([]int, error) {
+	all, err := processes()
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
 	}
-	<-p.done
+	var pids []int
+	for _, p := range all {
+		if match(p) {
+			pids = append(pids, p.pid)
+		}
+	}
+	return pids, nil
 }
 
 // cleanEnv is the test's environment without VAULT_* variables, so that a
@@ -152,8 +163,8 @@ func cleanEnv() []string {
 	return env
 }
 
-// TailFile returns the last n lines of a file, or a note why it cannot.
-func TailFile(path string, n int) string {
+// tailFile returns the last n lines of a file, or a note why it cannot.
+func tailFile(path string, n int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s: %v)", path, err)
@@ -173,13 +184,13 @@ func TailFile(path string, n int) string {
 
 // copyLogForCI copies a log into $VAULTTEST_LOG_DIR/<test name>/, if set.
 func copyLogForCI(t testing.TB, logPath string) {
-	dir := os.Getenv(EnvLogDir)
+	dir := os.Getenv(envLogDir)
 	if dir == "" {
 		return
 	}
 	dest := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
 	if err := os.MkdirAll(dest, 0o755); err != nil {
-		t.Logf("vaulttest: %s: %v", EnvLogDir, err)
+		t.Logf("vaulttest: %s: %v", envLogDir, err)
 		return
 	}
 	src, err := os.Open(logPath)
@@ -189,7 +200,7 @@ func copyLogForCI(t testing.TB, logPath string) {
 	defer src.Close()
 	out, err := os.Create(filepath.Join(dest, filepath.Base(logPath)))
 	if err != nil {
-		t.Logf("vaulttest: %s: %v", EnvLogDir, err)
+		t.Logf("vaulttest: %s: %v", envLogDir, err)
 		return
 	}
 	_, copyErr := io.Copy(out, src)

@@ -2,6 +2,7 @@ package vaulttest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,74 +21,66 @@ type Storage int
 const (
 	// StorageDev is `vault server -dev`: in memory, unsealed, root token known.
 	StorageDev Storage = iota
-	// StorageFile is a non-dev server on the file backend; Init and Unseal it.
+	// StorageFile is a non-dev server on the file backend; Init it.
 	StorageFile
-	// StorageRaft is a non-dev server on integrated storage (raft); Init and
-	// Unseal it, or join it to another node with Options.RetryJoin.
-	StorageRaft
+	// storageRaft is a node of a Cluster, on integrated storage (raft).
+	storageRaft
 )
 
+// String is the storage's name, for messages.
 func (s Storage) String() string {
 	switch s {
 	case StorageDev:
 		return "dev"
 	case StorageFile:
 		return "file"
-	case StorageRaft:
+	case storageRaft:
 		return "raft"
 	}
 	return "storage(" + strconv.Itoa(int(s)) + ")"
 }
 
-// DevRootToken is the root token of dev servers unless Options.RootToken says otherwise.
-const DevRootToken = "vaulttest-root"
+// devRootToken is the root token of dev servers.
+const devRootToken = "vaulttest-root"
 
 // readyTimeout bounds how long a server may take to listen, or to become active.
 const readyTimeout = 90 * time.Second
 
-// Options shape a server. The zero value is a dev server on a free port with
-// the plugin installed in a fresh plugin directory.
+// Options is how to run a server. The zero value is a dev server on a free
+// port with the plugin installed in a fresh plugin directory.
 type Options struct {
+	// Storage is the storage backend (default StorageDev).
 	Storage Storage
-
 	// Name tells servers of one test apart in messages and file names
-	// (default "vault"; a cluster might use "node1", "node2", ...).
+	// (default "vault"; a cluster's are "node1", "node2", ...).
 	Name string
 	// Dir holds the config, storage, plugin directory and logs (default: a
 	// new t.TempDir()).
 	Dir string
-	// Port and ClusterPort are the API and cluster ports on 127.0.0.1
-	// (0: free ports).
-	Port, ClusterPort int
-	// PluginDir is the plugin directory (default: Dir/plugins, holding a copy
-	// of the plugin binary). A directory given here is used as is; it must
-	// hold the plugin (see InstallPlugin), which servers of a cluster share.
-	PluginDir string
-	// LogLevel of the server (default "debug", so that a leak shows up).
+	// LogLevel is the server's log level (default "debug", so that a leak
+	// shows up).
 	LogLevel string
-	// RootToken of a dev server (default DevRootToken).
-	RootToken string
 
-	// NodeID and RetryJoin are for raft: the node's id (default Name) and the
-	// API addresses (http://127.0.0.1:port) of nodes to join.
-	NodeID    string
-	RetryJoin []string
-	// ExtraConfig is HCL appended to a non-dev server's config file.
-	ExtraConfig string
-	// Env is added to the server's environment.
-	Env []string
+	// What StartCluster sets for its nodes: the API and cluster ports on
+	// 127.0.0.1 (0: free ports); the plugin directory, which must hold the
+	// plugin ("": Dir/plugins, with a copy of the plugin binary); and the API
+	// addresses (http://127.0.0.1:port) of the nodes to join.
+	port, clusterPort int
+	pluginDir         string
+	retryJoin         []string
 }
 
 // Server is one running (or stopped) Vault server process.
 type Server struct {
-	Env  Env
+	// Opts are the options it runs with, defaults filled in.
 	Opts Options
-
 	// Addr is the API address, http://127.0.0.1:<port>.
 	Addr string
-	// Dir, PluginDir, ConfigPath and LogPath are where its files live.
-	Dir, PluginDir, ConfigPath, LogPath string
+	// PluginDir and LogPath are where its plugins and its log live.
+	PluginDir, LogPath string
 
+	env        Env
+	configPath string // of a non-dev server
 	// owner is the test that created the server: its processes live until
 	// that test ends, whichever subtest restarts them.
 	owner testing.TB
@@ -95,27 +88,13 @@ type Server struct {
 	mu         sync.Mutex
 	proc       *Process
 	rootToken  string
-	unsealKeys []string
+	keys       []string // unseal keys
 	plugin     Plugin
 	transcript []*Result
 }
 
-// StartDev starts `vault server -dev` with the plugin directory and waits
-// until it is unsealed and active. opts.Storage must be StorageDev.
-func StartDev(t testing.TB, env Env, opts Options) *Server {
-	t.Helper()
-	if opts.Storage != StorageDev {
-		t.Fatalf("vaulttest: StartDev with %s storage; use Start", opts.Storage)
-	}
-	s := newServer(t, env, opts)
-	s.start(t)
-	s.WaitActive(t)
-	return s
-}
-
-// Start starts a server. A dev server is ready on return; a file or raft
-// server is listening but, the first time, uninitialised: call Init (or join
-// it to a cluster) and Unseal.
+// Start starts a server. A dev server is ready on return; a file server is
+// listening but, the first time, uninitialised: call Init.
 func Start(t testing.TB, env Env, opts Options) *Server {
 	t.Helper()
 	s := newServer(t, env, opts)
@@ -137,48 +116,41 @@ func newServer(t testing.TB, env Env, opts Options) *Server {
 	if opts.LogLevel == "" {
 		opts.LogLevel = "debug"
 	}
-	if opts.RootToken == "" {
-		opts.RootToken = DevRootToken
+	if opts.port == 0 {
+		opts.port = freePort(t)
 	}
-	if opts.NodeID == "" {
-		opts.NodeID = opts.Name
-	}
-	if opts.Port == 0 {
-		opts.Port = FreePort(t)
-	}
-	if opts.ClusterPort == 0 {
+	if opts.clusterPort == 0 {
 		if opts.Storage == StorageDev {
-			// The dev server takes the next port up (FreePort keeps it free).
-			opts.ClusterPort = opts.Port + 1
+			// The dev server takes the next port up (freePort keeps it free).
+			opts.clusterPort = opts.port + 1
 		} else {
-			opts.ClusterPort = FreePort(t)
+			opts.clusterPort = freePort(t)
 		}
 	}
 	s := &Server{
 		owner:   t,
-		Env:     env,
+		env:     env,
 		Opts:    opts,
-		Addr:    fmt.Sprintf("http://127.0.0.1:%d", opts.Port),
-		Dir:     opts.Dir,
+		Addr:    fmt.Sprintf("http://127.0.0.1:%d", opts.port),
 		LogPath: filepath.Join(opts.Dir, opts.Name+".log"),
 	}
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		t.Fatalf("vaulttest: %v", err)
 	}
-	s.PluginDir = opts.PluginDir
+	s.PluginDir = opts.pluginDir
 	if s.PluginDir == "" {
-		s.PluginDir = filepath.Join(s.Dir, "plugins")
-		s.plugin = InstallPlugin(t, env, s.PluginDir)
+		s.PluginDir = filepath.Join(opts.Dir, "plugins")
+		s.plugin = installPlugin(t, env, s.PluginDir)
 	} else {
 		s.plugin = pluginIn(t, env, s.PluginDir)
 	}
 	if opts.Storage != StorageDev {
-		s.ConfigPath = filepath.Join(s.Dir, opts.Name+".hcl")
-		if err := os.WriteFile(s.ConfigPath, []byte(s.configHCL()), 0o600); err != nil {
+		s.configPath = filepath.Join(opts.Dir, opts.Name+".hcl")
+		if err := os.WriteFile(s.configPath, []byte(s.configHCL()), 0o600); err != nil {
 			t.Fatalf("vaulttest: writing the server config: %v", err)
 		}
 	} else {
-		s.rootToken = opts.RootToken
+		s.rootToken = devRootToken
 	}
 	return s
 }
@@ -188,49 +160,47 @@ func (s *Server) configHCL() string {
 	o := s.Opts
 	var b strings.Builder
 	fmt.Fprintf(&b, "disable_mlock = true\nui = false\n")
-	fmt.Fprintf(&b, "api_addr = %q\ncluster_addr = %q\n", s.Addr, fmt.Sprintf("https://127.0.0.1:%d", o.ClusterPort))
+	fmt.Fprintf(&b, "api_addr = %q\ncluster_addr = %q\n", s.Addr, fmt.Sprintf("https://127.0.0.1:%d", o.clusterPort))
 	fmt.Fprintf(&b, "plugin_directory = %q\n", s.PluginDir)
 	fmt.Fprintf(&b, "listener \"tcp\" {\n  address = %q\n  cluster_address = %q\n  tls_disable = true\n}\n",
-		fmt.Sprintf("127.0.0.1:%d", o.Port), fmt.Sprintf("127.0.0.1:%d", o.ClusterPort))
+		fmt.Sprintf("127.0.0.1:%d", o.port), fmt.Sprintf("127.0.0.1:%d", o.clusterPort))
 	switch o.Storage {
 	case StorageFile:
-		fmt.Fprintf(&b, "storage \"file\" {\n  path = %q\n}\n", filepath.Join(s.Dir, "data"))
-	case StorageRaft:
+		fmt.Fprintf(&b, "storage \"file\" {\n  path = %q\n}\n", filepath.Join(o.Dir, "data"))
+	case storageRaft:
 		// performance_multiplier = 1: elections in seconds, not tens of seconds.
-		fmt.Fprintf(&b, "storage \"raft\" {\n  path = %q\n  node_id = %q\n  performance_multiplier = 1\n", filepath.Join(s.Dir, "raft"), o.NodeID)
-		for _, leader := range o.RetryJoin {
+		fmt.Fprintf(&b, "storage \"raft\" {\n  path = %q\n  node_id = %q\n  performance_multiplier = 1\n", filepath.Join(o.Dir, "raft"), o.Name)
+		for _, leader := range o.retryJoin {
 			fmt.Fprintf(&b, "  retry_join {\n    leader_api_addr = %q\n  }\n", leader)
 		}
 		b.WriteString("}\n")
 	}
-	b.WriteString(o.ExtraConfig)
 	return b.String()
 }
 
 func (s *Server) start(t testing.TB) {
 	t.Helper()
-	if s.Opts.Storage == StorageRaft {
-		if err := os.MkdirAll(filepath.Join(s.Dir, "raft"), 0o700); err != nil {
+	if s.Opts.Storage == storageRaft {
+		if err := os.MkdirAll(filepath.Join(s.Opts.Dir, "raft"), 0o700); err != nil {
 			t.Fatalf("vaulttest: %v", err)
 		}
 	}
 	var args []string
 	if s.Opts.Storage == StorageDev {
 		args = []string{"server", "-dev",
-			"-dev-root-token-id=" + s.Opts.RootToken,
-			fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", s.Opts.Port),
+			"-dev-root-token-id=" + devRootToken,
+			fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", s.Opts.port),
 			"-dev-plugin-dir=" + s.PluginDir,
 			"-dev-no-store-token",
 		}
 	} else {
-		args = []string{"server", "-config=" + s.ConfigPath}
+		args = []string{"server", "-config=" + s.configPath}
 	}
 	args = append(args, "-log-level="+s.Opts.LogLevel)
-	env := append(cleanEnv(), s.Opts.Env...)
 	// The dev server would otherwise advertise itself to a developer's shell
 	// through ~/.vault-token; keep HOME inside the test.
-	env = append(env, "HOME="+s.Dir)
-	p := startProcess(t, s.owner, "vault server "+s.Opts.Name, s.LogPath, env, s.Env.VaultBin, args...)
+	env := append(cleanEnv(), "HOME="+s.Opts.Dir)
+	p := startProcess(t, s.owner, "vault server "+s.Opts.Name, s.LogPath, env, s.env.VaultBin, args...)
 	s.mu.Lock()
 	s.proc = p
 	s.mu.Unlock()
@@ -251,25 +221,19 @@ func (s *Server) RootToken() string {
 	return s.rootToken
 }
 
-// UnsealKeys are the keys Init received (nil for a dev server).
-func (s *Server) UnsealKeys() []string {
+// unsealKeys are the keys Init received (nil for a dev server).
+func (s *Server) unsealKeys() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.unsealKeys...)
+	return append([]string(nil), s.keys...)
 }
 
-// SetRootToken and SetUnsealKeys give a server that joined a cluster the
-// credentials of the node that was initialised.
-func (s *Server) SetRootToken(token string) {
+// setCredentials keeps the root token and unseal keys that Init received, on
+// this server or, for a node that joins a cluster, on the first node.
+func (s *Server) setCredentials(rootToken string, keys []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.rootToken = token
-}
-
-func (s *Server) SetUnsealKeys(keys []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.unsealKeys = append([]string(nil), keys...)
+	s.rootToken, s.keys = rootToken, append([]string(nil), keys...)
 }
 
 // Client is an API client with the root token.
@@ -319,34 +283,25 @@ func (s *Server) waitListening(t testing.TB) {
 // WaitActive waits until the server is unsealed and the active node.
 func (s *Server) WaitActive(t testing.TB) {
 	t.Helper()
-	c := s.ClientWithToken(t, "")
-	s.poll(t, "to become active", func() error {
-		h, err := c.Sys().Health()
-		switch {
-		case err != nil:
-			return err
-		case !h.Initialized:
-			return fmt.Errorf("not initialised")
-		case h.Sealed:
-			return fmt.Errorf("sealed")
-		case h.Standby:
-			return fmt.Errorf("standby")
-		}
-		return nil
-	})
+	s.waitHealth(t, "to become active", true)
 }
 
-// WaitUnsealed waits until the server is unsealed, active or standby.
-func (s *Server) WaitUnsealed(t testing.TB) {
+// waitHealth waits until the server is unsealed and, if active, the active
+// node rather than a standby.
+func (s *Server) waitHealth(t testing.TB, what string, active bool) {
 	t.Helper()
 	c := s.ClientWithToken(t, "")
-	s.poll(t, "to unseal", func() error {
+	s.poll(t, what, func() error {
 		h, err := c.Sys().Health()
 		switch {
 		case err != nil:
 			return err
+		case active && !h.Initialized:
+			return errors.New("not initialised")
 		case h.Sealed:
-			return fmt.Errorf("sealed")
+			return errors.New("sealed")
+		case active && h.Standby:
+			return errors.New("standby")
 		}
 		return nil
 	})
@@ -363,7 +318,7 @@ func (s *Server) poll(t testing.TB, what string, check func() error) {
 		}
 		if p := s.Process(); p != nil && p.Exited() {
 			t.Fatalf("vaulttest: %s exited (%v) while waiting for it %s; log %s:\n%s",
-				p.Name, p.ExitError(), what, s.LogPath, TailFile(s.LogPath, 40))
+				p.name, p.ExitError(), what, s.LogPath, tailFile(s.LogPath, 40))
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("vaulttest: %s did not manage %s in %s: %v", s.Opts.Name, what, readyTimeout, err)
@@ -382,20 +337,18 @@ func (s *Server) Init(t testing.TB) {
 	if err != nil {
 		t.Fatalf("vaulttest: initialising %s: %v", s.Opts.Name, err)
 	}
-	s.mu.Lock()
-	s.rootToken, s.unsealKeys = resp.RootToken, resp.Keys
-	s.mu.Unlock()
-	s.Unseal(t)
+	s.setCredentials(resp.RootToken, resp.Keys)
+	s.unseal(t)
 	s.WaitActive(t)
 }
 
-// Unseal submits the unseal keys and waits until the server is unsealed
+// unseal submits the unseal keys and waits until the server is unsealed
 // (active or standby).
-func (s *Server) Unseal(t testing.TB) {
+func (s *Server) unseal(t testing.TB) {
 	t.Helper()
-	keys := s.UnsealKeys()
+	keys := s.unsealKeys()
 	if len(keys) == 0 {
-		t.Fatalf("vaulttest: no unseal keys for %s: Init it or SetUnsealKeys first", s.Opts.Name)
+		t.Fatalf("vaulttest: no unseal keys for %s: Init it first", s.Opts.Name)
 	}
 	c := s.ClientWithToken(t, "")
 	// A node that is joining a raft cluster refuses keys until it has the
@@ -409,36 +362,30 @@ func (s *Server) Unseal(t testing.TB) {
 			}
 		}
 		if status != nil && status.Sealed {
-			return fmt.Errorf("still sealed")
+			return errors.New("still sealed")
 		}
 		return nil
 	})
-	s.WaitUnsealed(t)
+	s.waitHealth(t, "to unseal", false)
 }
 
-// Stop stops the server gracefully (SIGTERM, then SIGKILL after a grace period).
-func (s *Server) Stop(t testing.TB) {
-	t.Helper()
-	s.Process().Stop()
-}
-
-// Kill kills the server and its plugins with SIGKILL.
+// Kill kills the server and its plugins with SIGKILL, as a crash would.
 func (s *Server) Kill(t testing.TB) {
 	t.Helper()
-	s.Process().Kill()
+	s.Process().kill()
 }
 
-// Restart stops the server and starts it again with the same ports, storage
-// and plugin directory; a non-dev server that was initialised is unsealed and
-// ready on return.
+// Restart stops the server gracefully (SIGTERM, then SIGKILL after a grace
+// period) and starts it again with the same ports, storage and plugin
+// directory; a non-dev server that was initialised is unsealed on return.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
-	s.Stop(t)
-	s.StartAgain(t)
+	s.Process().stop()
+	s.startAgain(t)
 }
 
-// StartAgain starts a stopped or killed server; see Restart.
-func (s *Server) StartAgain(t testing.TB) {
+// startAgain starts a stopped or killed server; see Restart.
+func (s *Server) startAgain(t testing.TB) {
 	t.Helper()
 	if p := s.Process(); p != nil && !p.Exited() {
 		t.Fatalf("vaulttest: %s is still running", s.Opts.Name)
@@ -447,7 +394,7 @@ func (s *Server) StartAgain(t testing.TB) {
 	switch {
 	case s.Opts.Storage == StorageDev:
 		s.WaitActive(t)
-	case len(s.UnsealKeys()) > 0:
-		s.Unseal(t)
+	case len(s.unsealKeys()) > 0:
+		s.unseal(t)
 	}
 }
