@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -19,34 +20,11 @@ const operationPrefixMirakl = "mirakl"
 
 // Factory is what plugin.ServeMultiplex calls for each mount.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
-	b := newBackend()
-	if err := b.setup(ctx, conf); err != nil {
+	b, err := newBackend(ctx, conf, time.Now)
+	if err != nil {
 		return nil, err
 	}
 	return b, nil
-}
-
-// setup is framework.Backend.Setup with a system view that remembers
-// whether the mount is local. The SDK asks on every request to a path that
-// sets ForwardPerformanceSecondary, and each question is a gRPC round trip
-// into Vault; the answer is fixed when the mount is enabled.
-func (b *backend) setup(ctx context.Context, conf *logical.BackendConfig) error {
-	withView := *conf
-	if conf.System != nil {
-		withView.System = &mountFactsView{SystemView: conf.System}
-	}
-	return b.Setup(ctx, &withView)
-}
-
-type mountFactsView struct {
-	logical.SystemView
-	localOnce sync.Once
-	local     bool
-}
-
-func (v *mountFactsView) LocalMount() bool {
-	v.localOnce.Do(func() { v.local = v.SystemView.LocalMount() })
-	return v.local
 }
 
 type backend struct {
@@ -54,26 +32,33 @@ type backend struct {
 
 	// now is the only clock the engine reads; tests replace it.
 	now func() time.Time
-	// retries is the retry policy of token clients; tests shorten it.
+	// retries is the retry policy within one token request; tests shorten it.
 	retries retryPolicy
 
-	// The parsed config and its client stay in memory so that a cached token
-	// read touches neither storage nor the network. configLoaded is false until
-	// the first read after start, a write or an invalidation.
-	mu           sync.RWMutex
-	configLoaded bool
-	config       *miraklConfig
-	client       *tokenClient
-
-	tokens tokenCache
+	// The mount's config with its client and token cache stays in memory so
+	// that a cached token read touches neither storage nor the network. nil
+	// until the first read after start, a write or an invalidation.
+	mu    sync.RWMutex
+	mount *mountState
 
 	// configWrites serialises config writes and deletes, so that two updates
 	// cannot each merge into the same old config.
 	configWrites sync.Mutex
+
+	// Refreshes running outside any request: they end with the mount
+	// (stopBackground), and tests wait for them.
+	backgroundMu   sync.Mutex
+	background     sync.WaitGroup
+	backgroundCtx  context.Context
+	stopBackground context.CancelFunc
+
+	stats upstreamStats
 }
 
-func newBackend() *backend {
-	b := &backend{now: time.Now, retries: defaultRetryPolicy}
+// newBackend builds a mount's backend on the given clock.
+func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() time.Time) (*backend, error) {
+	b := &backend{now: now, retries: defaultRetryPolicy}
+	b.backgroundCtx, b.stopBackground = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{
 		Help:        backendHelp,
 		BackendType: logical.TypeLogical,
@@ -83,76 +68,94 @@ func newBackend() *backend {
 		Paths: []*framework.Path{
 			pathConfig(b),
 			pathToken(b),
+			pathStatus(b),
 		},
 		Secrets: []*framework.Secret{
 			secretToken(b),
 		},
 		Invalidate:     b.invalidate,
+		PeriodicFunc:   b.refreshAhead,
+		Clean:          b.clean,
 		RunningVersion: Version,
 	}
-	return b
+	if err := b.Setup(ctx, withRememberedLocalMount(conf, now)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// goBackground runs f outside any request, until the mount goes away; false
+// if it has gone.
+func (b *backend) goBackground(f func(ctx context.Context)) bool {
+	b.backgroundMu.Lock()
+	defer b.backgroundMu.Unlock()
+	if b.backgroundCtx.Err() != nil {
+		return false
+	}
+	b.background.Add(1)
+	go func() {
+		defer b.background.Done()
+		f(b.backgroundCtx)
+	}()
+	return true
+}
+
+// clean runs when the mount goes away: background requests stop with it.
+func (b *backend) clean(context.Context) {
+	b.backgroundMu.Lock()
+	b.stopBackground()
+	b.backgroundMu.Unlock()
+	b.background.Wait()
 }
 
 // invalidate runs on nodes whose storage changed under them (standbys, replicas).
 func (b *backend) invalidate(_ context.Context, key string) {
 	if key == configStorageKey {
-		b.resetConfig()
+		b.setMount(nil)
 	}
 }
 
-// resetConfig forgets the in-memory config, its client and every cached token.
-func (b *backend) resetConfig() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.client != nil {
-		b.client.close()
-	}
-	b.configLoaded, b.config, b.client = false, nil, nil
-	b.tokens.reset()
+// replicaOrStandby: another node holds this mount's tokens, and requests from
+// here would only duplicate its own.
+func (b *backend) replicaOrStandby() bool {
+	return b.System().ReplicationState().HasState(consts.ReplicationPerformanceSecondary |
+		consts.ReplicationPerformanceStandby | consts.ReplicationDRSecondary)
 }
 
-// currentConfig returns the config and its client, loading them from storage
-// once; nil config means the mount is not configured.
-func (b *backend) currentConfig(ctx context.Context, s logical.Storage) (*miraklConfig, *tokenClient, error) {
-	b.mu.RLock()
-	if b.configLoaded {
-		defer b.mu.RUnlock()
-		return b.config, b.client, nil
+// withRememberedLocalMount wraps the system view so that LocalMount, which the
+// SDK asks on every request to a path that sets ForwardPerformanceSecondary
+// and which is a gRPC round trip into Vault each time, is answered from memory
+// once known. The gRPC client reports a failed call as false: a false is
+// asked again after a minute, so that a failure is not remembered forever.
+func withRememberedLocalMount(conf *logical.BackendConfig, now func() time.Time) *logical.BackendConfig {
+	if conf.System == nil {
+		return conf
 	}
-	b.mu.RUnlock()
-
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.configLoaded {
-		return b.config, b.client, nil
-	}
-	cfg, err := readConfig(ctx, s)
-	if err != nil {
-		return nil, nil, err
-	}
-	var client *tokenClient
-	if cfg != nil {
-		if client, err = newTokenClient(cfg, b.retries, b.Logger().Named("client")); err != nil {
-			return nil, nil, err
-		}
-	}
-	b.configLoaded, b.config, b.client = true, cfg, client
-	return cfg, client, nil
+	withView := *conf
+	withView.System = &rememberedLocalMount{SystemView: conf.System, now: now}
+	return &withView
 }
 
-// installConfig makes a just-stored config current, seeding the cache with the
-// token its verification fetched (nil when not verified).
-func (b *backend) installConfig(cfg *miraklConfig, client *tokenClient, verified *cachedToken) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.client != nil && b.client != client {
-		b.client.close()
+type rememberedLocalMount struct {
+	logical.SystemView
+	now func() time.Time
+
+	mu      sync.Mutex
+	known   bool
+	local   bool
+	askedAt time.Time
+}
+
+const localMountFalseRecheck = time.Minute
+
+func (v *rememberedLocalMount) LocalMount() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.now()
+	if !v.known || (!v.local && now.Sub(v.askedAt) >= localMountFalseRecheck) {
+		v.local, v.known, v.askedAt = v.SystemView.LocalMount(), true, now
 	}
-	b.configLoaded, b.config, b.client = true, cfg, client
-	b.tokens.reset()
-	if verified != nil {
-		b.tokens.seed(verified)
-	}
+	return v.local
 }
 
 const backendHelp = `
@@ -160,5 +163,6 @@ The Mirakl secrets engine keeps a Mirakl Connect client ID and client secret
 and exchanges them for short-lived Bearer tokens (OAuth 2.0 client-credentials
 grant). Applications read mirakl/token and never see the client secret.
 
-Configure it once with "mirakl/config"; then read "mirakl/token".
+Configure it once with "mirakl/config"; then read "mirakl/token". Operators
+see the engine's dealings with Mirakl at "mirakl/status".
 `

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -42,8 +43,8 @@ func newBenchMount(tb testing.TB) *benchMount {
 	// Logs are not what is measured; Vault filters them by level the same way.
 	config.Logger = hclog.NewNullLogger()
 	config = callcount.Config(config, calls)
-	b := newBackend()
-	if err := b.setup(context.Background(), config); err != nil {
+	b, err := newBackend(context.Background(), config, time.Now)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	m := &benchMount{backend: b, storage: config.StorageView, fake: fake, calls: calls}
@@ -161,7 +162,7 @@ func BenchmarkTokenReadCold(b *testing.B) {
 	b.ReportAllocs()
 	n := 0
 	for b.Loop() {
-		m.backend.tokens.reset()
+		m.backend.forgetToken()
 		m.mustReadToken(b)
 		n++
 	}

@@ -1,63 +1,73 @@
 package mirakl
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
+	"math"
 	"math/rand/v2"
+	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-retryablehttp"
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
 )
 
 // The three ways a token request fails. The handlers map them to HTTP statuses;
 // tests and callers match them with errors.Is.
 var (
-	// ErrCredentialsRefused: Mirakl answered with an OAuth error (wrong client id
-	// or secret, revoked integration, ...). Retrying cannot help.
+	// ErrCredentialsRefused is Mirakl answering with an OAuth error (wrong client
+	// id or secret, revoked integration, ...). Retrying cannot help.
 	ErrCredentialsRefused = errors.New("Mirakl refused the credentials")
-	// ErrUnavailable: Mirakl could not be reached, timed out, or kept answering
-	// 429/5xx until request_timeout ran out.
+	// ErrUnavailable is Mirakl unreachable, timing out, or answering 429/5xx
+	// until request_timeout ran out.
 	ErrUnavailable = errors.New("Mirakl token endpoint unavailable")
-	// ErrInvalidResponse: Mirakl (or something in between) answered, but not with
-	// a usable token.
+	// ErrInvalidResponse is an answer (from Mirakl or something in between)
+	// that is not a usable token.
 	ErrInvalidResponse = errors.New("Mirakl answered something that is not a usable token")
 )
 
 const (
-	// maxResponseBytes bounds what we read of a token response; real ones are a few KiB.
+	// maxResponseBytes bounds what we read of an answer; real ones are a few KiB.
 	maxResponseBytes = 256 << 10
-	// maxExcerptBytes bounds how much of a bad answer an error message quotes.
-	maxExcerptBytes = 200
-	// maxExpiresIn rejects lifetimes no OAuth server means (and that would overflow leases).
+	// minExpiresIn refuses tokens too short-lived to be shared: every read would
+	// be a request to Mirakl.
+	minExpiresIn = 3
+	// maxExpiresIn refuses lifetimes no OAuth server means (and that would overflow leases).
 	maxExpiresIn = 366 * 24 * 60 * 60
+	// maxOAuthFieldLen bounds the OAuth error and error_description we repeat.
+	maxOAuthFieldLen = 200
 )
 
-// UpstreamError is every failure of a token request. It never holds the
-// client secret or an access token.
+// UpstreamError is every failure of a token request. It describes Mirakl's
+// answer by status, content type and length, and repeats only the RFC 6749
+// error fields of a refusal, scrubbed of the client secret: it never holds the
+// secret, an access token or any other part of a body.
 type UpstreamError struct {
-	Kind        error  // one of ErrCredentialsRefused, ErrUnavailable, ErrInvalidResponse
-	Status      int    // HTTP status, 0 when there was no answer
-	OAuthCode   string // RFC 6749 "error"
-	Description string // RFC 6749 "error_description", or what was wrong
-	Excerpt     string // start of a non-token body, truncated and redacted
-	Cause       error  // transport error, if any
+	Kind        error         // one of ErrCredentialsRefused, ErrUnavailable, ErrInvalidResponse
+	Status      int           // HTTP status, 0 when there was no answer
+	ContentType string        // of the answer, when there was one
+	BodyBytes   int           // length of the answer's body
+	OAuthCode   string        // RFC 6749 "error"
+	Description string        // RFC 6749 "error_description", or what was wrong
+	RetryAfter  time.Duration // what Mirakl asked for with Retry-After, 0 if nothing
+	Cause       error         // transport error, if any
 }
 
 func (e *UpstreamError) Error() string {
@@ -65,6 +75,13 @@ func (e *UpstreamError) Error() string {
 	b.WriteString(e.Kind.Error())
 	if e.Status != 0 {
 		fmt.Fprintf(&b, ": HTTP %d", e.Status)
+		if e.OAuthCode == "" && (e.ContentType != "" || e.BodyBytes > 0) {
+			contentType := e.ContentType
+			if contentType == "" {
+				contentType = "no Content-Type"
+			}
+			fmt.Fprintf(&b, " (%s, %d bytes)", contentType, e.BodyBytes)
+		}
 	}
 	if e.OAuthCode != "" {
 		fmt.Fprintf(&b, ", error %q", e.OAuthCode)
@@ -79,12 +96,10 @@ func (e *UpstreamError) Error() string {
 	if e.Cause != nil {
 		b.WriteString(": " + e.Cause.Error())
 	}
-	if e.Excerpt != "" {
-		fmt.Fprintf(&b, " (body starts: %q)", e.Excerpt)
-	}
 	return b.String()
 }
 
+// Is makes errors.Is(err, ErrUnavailable) and the like work.
 func (e *UpstreamError) Is(target error) bool { return target == e.Kind }
 
 func (e *UpstreamError) Unwrap() error { return e.Cause }
@@ -98,14 +113,20 @@ type fetchedToken struct {
 	ResourceOwner string
 }
 
-// tokenClient exchanges one set of credentials for tokens. It knows nothing of Vault.
+// tokenClient exchanges one set of credentials for tokens at one endpoint. It
+// knows nothing of Vault.
 type tokenClient struct {
-	credentials clientcredentials.Config
-	timeout     time.Duration
-	retrying    *retryablehttp.Client
+	clientID     string
+	clientSecret string
+	tokenURL     string
+	timeout      time.Duration
+	now          func() time.Time
+	http         *retryablehttp.Client
+	// secretPattern finds the secret in what Mirakl sends back, for scrub.
+	secretPattern *regexp.Regexp
 }
 
-// retryPolicy bounds retries; tests shorten the waits.
+// retryPolicy bounds retries within one request; tests shorten the waits.
 type retryPolicy struct {
 	MaxRetries int
 	WaitMin    time.Duration
@@ -114,9 +135,9 @@ type retryPolicy struct {
 
 var defaultRetryPolicy = retryPolicy{MaxRetries: 4, WaitMin: 250 * time.Millisecond, WaitMax: 5 * time.Second}
 
-func newTokenClient(cfg *miraklConfig, policy retryPolicy, logger hclog.Logger) (*tokenClient, error) {
+func newTokenClient(cfg *miraklConfig, policy retryPolicy, now func() time.Time, logger hclog.Logger) (*tokenClient, error) {
 	transport := cleanhttp.DefaultPooledTransport() // honours HTTPS_PROXY / NO_PROXY
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CACert != "" {
 		pool, err := x509.SystemCertPool()
 		if err != nil {
@@ -125,91 +146,154 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, logger hclog.Logger) 
 		if !pool.AppendCertsFromPEM([]byte(cfg.CACert)) {
 			return nil, errors.New("ca_cert holds no PEM certificate")
 		}
-		tlsConfig.RootCAs = pool
+		transport.TLSClientConfig.RootCAs = pool
 	}
-	transport.TLSClientConfig = tlsConfig
 
-	retrying := retryablehttp.NewClient()
-	retrying.HTTPClient = &http.Client{
-		Transport: &userAgentTransport{base: transport},
-		// One hung attempt must not eat the whole request_timeout: leave room for retries.
-		Timeout: cfg.RequestTimeout / 3,
+	c := &tokenClient{
+		clientID:      cfg.ClientID,
+		clientSecret:  cfg.ClientSecret,
+		tokenURL:      cfg.TokenURL,
+		timeout:       cfg.RequestTimeout,
+		now:           now,
+		secretPattern: secretPattern(cfg.ClientSecret),
 	}
-	retrying.Logger = logger
-	retrying.RetryMax = policy.MaxRetries
-	retrying.RetryWaitMin = policy.WaitMin
-	retrying.RetryWaitMax = policy.WaitMax
-	retrying.CheckRetry = checkRetry
-	retrying.Backoff = jitteredBackoff
-	retrying.ErrorHandler = keepLastResponse
-
-	return &tokenClient{
-		credentials: clientcredentials.Config{
-			ClientID:     cfg.ClientID,
-			ClientSecret: cfg.ClientSecret,
-			TokenURL:     cfg.TokenURL,
-			// Mirakl wants the credentials in the form body; auto-detection would
-			// try a Basic header first and double the requests.
-			AuthStyle: oauth2.AuthStyleInParams,
+	c.http = &retryablehttp.Client{
+		HTTPClient: &http.Client{
+			Transport: transport,
+			// A redirect would carry the form, secret included, to wherever
+			// the Location points: the answer is judged as it is instead.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			// One hung attempt must not eat the whole request_timeout: leave room for retries.
+			Timeout: cfg.RequestTimeout / 3,
 		},
-		timeout:  cfg.RequestTimeout,
-		retrying: retrying,
-	}, nil
+		Logger:       logger,
+		RetryMax:     policy.MaxRetries,
+		RetryWaitMin: policy.WaitMin,
+		RetryWaitMax: policy.WaitMax,
+		CheckRetry:   c.checkRetry,
+		Backoff:      c.backoff,
+		// The last answer, not "giving up after N attempts": it is what we classify.
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+	}
+	return c, nil
 }
 
 // close drops idle connections of a client that a new config replaced.
-func (c *tokenClient) close() { c.retrying.HTTPClient.CloseIdleConnections() }
+func (c *tokenClient) close() { c.http.HTTPClient.CloseIdleConnections() }
 
-// fetch performs one exchange, retries included, bounded by request_timeout.
+// fetch performs one exchange, retries included, bounded by request_timeout:
+// the form goes out, at most maxResponseBytes come back, and the answer is
+// judged by its status in one place.
 func (c *tokenClient) fetch(ctx context.Context) (*fetchedToken, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	// The recorder sits between x/oauth2 and the retrying transport, so it sees
-	// the final answer: enough to quote a bad body and to enforce the size limit.
-	answer := &answerRecorder{base: c.retrying.StandardClient().Transport}
-	ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Transport: answer})
-
-	tok, err := c.credentials.Token(ctx)
-	if err != nil {
-		return nil, c.classify(ctx, err, answer)
+	form := url.Values{
+		"grant_type":    {"client_credentials"},
+		"client_id":     {c.clientID},
+		"client_secret": {c.clientSecret},
 	}
-	return c.validate(tok)
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, fmt.Errorf("building the token request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "vault-plugin-mirakl/"+Version)
+
+	resp, err := c.http.Do(req)
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	if err != nil {
+		return nil, c.transportFailure(ctx, resp, err)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return nil, c.transportFailure(ctx, resp, err)
+	}
+	return c.judge(resp, body)
 }
 
-func (c *tokenClient) classify(ctx context.Context, err error, answer *answerRecorder) error {
-	if answer.tooLarge {
-		return &UpstreamError{Kind: ErrInvalidResponse, Status: answer.status,
-			Description: fmt.Sprintf("response body larger than %d KiB", maxResponseBytes>>10)}
+// judge turns a complete answer into a token or an UpstreamError.
+func (c *tokenClient) judge(resp *http.Response, body []byte) (*fetchedToken, error) {
+	failure := func(kind error, description string) *UpstreamError {
+		return &UpstreamError{Kind: kind, Status: resp.StatusCode, ContentType: mediaType(resp),
+			BodyBytes: len(body), Description: description}
 	}
+	if len(body) > maxResponseBytes {
+		return nil, failure(ErrInvalidResponse, fmt.Sprintf("response body larger than %d KiB", maxResponseBytes>>10))
+	}
+
+	status := resp.StatusCode
+	switch {
+	case status >= 300 && status < 400:
+		return nil, failure(ErrInvalidResponse, "redirects are not followed: set token_url to the endpoint itself")
+	case isTransientStatus(status):
+		upstream := failure(ErrUnavailable, "")
+		upstream.RetryAfter, _ = retryAfter(resp, c.now())
+		return nil, upstream
+	case status >= 400 && status < 500:
+		var refusal struct {
+			Code        string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		if json.Unmarshal(body, &refusal) != nil || refusal.Code == "" {
+			return nil, failure(ErrInvalidResponse, "no OAuth error in the answer")
+		}
+		upstream := failure(ErrCredentialsRefused, c.scrub(refusal.Description))
+		upstream.OAuthCode = c.scrub(refusal.Code)
+		return nil, upstream
+	case status < 200 || status > 299:
+		return nil, failure(ErrInvalidResponse, "")
+	}
+
+	var answer struct {
+		AccessToken   string          `json:"access_token"`
+		TokenType     string          `json:"token_type"`
+		ExpiresIn     json.RawMessage `json:"expires_in"`
+		TargetApp     string          `json:"target_app"`
+		ResourceOwner string          `json:"resource_owner"`
+	}
+	if err := json.Unmarshal(body, &answer); err != nil {
+		return nil, failure(ErrInvalidResponse, "the body is not a JSON token")
+	}
+	switch {
+	case answer.AccessToken == "":
+		return nil, failure(ErrInvalidResponse, "access_token is missing")
+	case answer.TokenType == "":
+		return nil, failure(ErrInvalidResponse, "token_type is missing (want Bearer)")
+	case !strings.EqualFold(answer.TokenType, "Bearer"):
+		return nil, failure(ErrInvalidResponse, "token_type is not Bearer")
+	}
+	expiresIn, err := parseExpiresIn(answer.ExpiresIn)
+	if err != nil {
+		return nil, failure(ErrInvalidResponse, err.Error())
+	}
+	return &fetchedToken{
+		AccessToken:   answer.AccessToken,
+		TokenType:     "Bearer",
+		ExpiresIn:     expiresIn,
+		TargetApp:     answer.TargetApp,
+		ResourceOwner: answer.ResourceOwner,
+	}, nil
+}
+
+// transportFailure describes a request that got no complete answer.
+func (c *tokenClient) transportFailure(ctx context.Context, resp *http.Response, err error) error {
 	var tooLong *retryAfterTooLongError
 	if errors.As(err, &tooLong) {
-		return &UpstreamError{Kind: ErrUnavailable, Status: tooLong.status, Description: tooLong.Error()}
+		return &UpstreamError{Kind: ErrUnavailable, Status: tooLong.status, Description: tooLong.Error(), RetryAfter: tooLong.wait}
 	}
-	var retrieve *oauth2.RetrieveError
-	if errors.As(err, &retrieve) {
-		status := retrieve.Response.StatusCode
-		switch {
-		case status == http.StatusTooManyRequests || status >= 500:
-			return &UpstreamError{Kind: ErrUnavailable, Status: status, OAuthCode: c.redact(retrieve.ErrorCode),
-				Description: c.redact(retrieve.ErrorDescription), Excerpt: c.excerpt(retrieve.Body)}
-		case retrieve.ErrorCode != "":
-			return &UpstreamError{Kind: ErrCredentialsRefused, Status: status, OAuthCode: c.redact(retrieve.ErrorCode),
-				Description: c.redact(retrieve.ErrorDescription)}
-		default:
-			return &UpstreamError{Kind: ErrInvalidResponse, Status: status, Excerpt: c.excerpt(retrieve.Body)}
-		}
+	status := 0
+	if resp != nil {
+		status = resp.StatusCode
 	}
 	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-		return &UpstreamError{Kind: ErrUnavailable, Status: answer.status,
+		return &UpstreamError{Kind: ErrUnavailable, Status: status,
 			Description: fmt.Sprintf("no token within request_timeout (%s)", c.timeout)}
 	}
-	if answer.status != 0 {
-		// An answer came but x/oauth2 could not read a token out of it.
-		return &UpstreamError{Kind: ErrInvalidResponse, Status: answer.status,
-			Description: c.redact(strings.TrimPrefix(err.Error(), "oauth2: ")), Excerpt: c.excerpt(answer.prefix.Bytes())}
-	}
-	upstream := &UpstreamError{Kind: ErrUnavailable, Cause: redactedError{c.redact(err.Error())}}
+	upstream := &UpstreamError{Kind: ErrUnavailable, Status: status, Cause: err}
 	var verification *tls.CertificateVerificationError // wraps x509.UnknownAuthorityError and the like
 	if errors.As(err, &verification) {
 		upstream.Description = "its TLS certificate is not trusted (behind a TLS-inspecting proxy, set ca_cert to the proxy's CA)"
@@ -217,162 +301,94 @@ func (c *tokenClient) classify(ctx context.Context, err error, answer *answerRec
 	return upstream
 }
 
-func (c *tokenClient) validate(tok *oauth2.Token) (*fetchedToken, error) {
-	invalid := func(what string) error {
-		return &UpstreamError{Kind: ErrInvalidResponse, Status: http.StatusOK, Description: what}
-	}
-	if !strings.EqualFold(tok.TokenType, "Bearer") {
-		if tok.TokenType == "" {
-			return nil, invalid("token_type is missing (want Bearer)")
-		}
-		return nil, invalid(fmt.Sprintf("token_type is %q (want Bearer)", truncate(tok.TokenType, 32)))
-	}
-	expiresIn, err := parseExpiresIn(tok.Extra("expires_in"))
-	if err != nil {
-		return nil, invalid(err.Error())
-	}
-	return &fetchedToken{
-		AccessToken:   tok.AccessToken,
-		TokenType:     "Bearer",
-		ExpiresIn:     expiresIn,
-		TargetApp:     extraString(tok, "target_app"),
-		ResourceOwner: extraString(tok, "resource_owner"),
-	}, nil
-}
-
-// parseExpiresIn accepts a positive number of seconds, as a JSON number or a
-// numeric string. Anything else is refused: Vault would turn a zero lease TTL
-// into its 768h default.
-func parseExpiresIn(raw any) (time.Duration, error) {
-	var seconds float64
-	switch v := raw.(type) {
-	case nil:
+// parseExpiresIn accepts a number of seconds, as a JSON number or a numeric
+// string, between minExpiresIn and maxExpiresIn. Vault would turn a zero lease
+// TTL into its 768h default; a token of a second or two cannot be shared.
+func parseExpiresIn(raw json.RawMessage) (time.Duration, error) {
+	text := strings.TrimSpace(string(raw))
+	if text == "" || text == "null" {
 		return 0, errors.New("expires_in is missing")
-	case float64:
-		seconds = v
-	case string:
-		parsed, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			return 0, fmt.Errorf("expires_in %q is not a number", truncate(v, 32))
-		}
-		seconds = parsed
-	default:
-		return 0, fmt.Errorf("expires_in is a %T, not a number", raw)
 	}
+	if unquoted, err := strconv.Unquote(text); err == nil {
+		text = strings.TrimSpace(unquoted)
+	}
+	seconds, err := strconv.ParseFloat(text, 64)
 	switch {
-	case seconds != seconds: // NaN
+	case err != nil || math.IsNaN(seconds):
 		return 0, errors.New("expires_in is not a number")
-	case seconds < 1:
-		return 0, fmt.Errorf("expires_in is %v (want a positive number of seconds)", seconds)
+	case seconds < minExpiresIn:
+		return 0, fmt.Errorf("expires_in is %v (want at least %d seconds)", seconds, minExpiresIn)
 	case seconds > maxExpiresIn:
 		return 0, fmt.Errorf("expires_in is %v seconds, more than a year", seconds)
 	}
 	return time.Duration(seconds) * time.Second, nil
 }
 
-func extraString(tok *oauth2.Token, key string) string {
-	s, _ := tok.Extra(key).(string)
-	return s
-}
-
-// excerpt quotes the start of a non-token body for an error message.
-func (c *tokenClient) excerpt(body []byte) string {
-	text := strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) {
-			return r
+// scrub makes an OAuth error field safe to repeat: the client secret removed in
+// every encoding an echoing server could use, printable ASCII only (RFC 6749
+// limits these fields to it), and short.
+func (c *tokenClient) scrub(field string) string {
+	if c.secretPattern != nil {
+		field = c.secretPattern.ReplaceAllString(field, "[redacted]")
+	}
+	field = strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return -1
 		}
-		return ' '
-	}, string(bytes.TrimSpace(body)))
-	return truncate(c.redact(strings.Join(strings.Fields(text), " ")), maxExcerptBytes)
+		return r
+	}, field)
+	if len(field) > maxOAuthFieldLen {
+		field = field[:maxOAuthFieldLen] + "..."
+	}
+	return field
 }
 
-// redact removes the client secret and any access_token value from what
-// came back, in case a proxy echoes the request or a broken answer (cut short,
-// malformed) still carries a token that an error would otherwise quote.
-func (c *tokenClient) redact(s string) string {
-	if secret := c.credentials.ClientSecret; secret != "" {
-		s = strings.ReplaceAll(s, secret, "[redacted]")
+// secretPattern matches the secret as a server that echoes what it received
+// may send it back: raw, form- or percent-encoded (either case of hex digits),
+// JSON- or HTML-escaped, base64. Longer spellings come first so that none is left
+// half-replaced.
+func secretPattern(secret string) *regexp.Regexp {
+	if secret == "" {
+		return nil
 	}
-	return accessTokenValue.ReplaceAllString(s, "${1}[redacted]")
+	jsonEscaped, _ := json.Marshal(secret)
+	spellings := []string{
+		secret,
+		url.QueryEscape(secret),
+		url.PathEscape(secret),
+		strings.Trim(string(jsonEscaped), `"`),
+		html.EscapeString(secret),
+		base64.StdEncoding.EncodeToString([]byte(secret)),
+		base64.RawURLEncoding.EncodeToString([]byte(secret)),
+	}
+	slices.SortFunc(spellings, func(a, b string) int { return len(b) - len(a) })
+	spellings = slices.Compact(spellings)
+	for i, s := range spellings {
+		spellings[i] = regexp.QuoteMeta(s)
+	}
+	return regexp.MustCompile("(?i)" + strings.Join(spellings, "|"))
 }
 
-// accessTokenValue matches the value of an access_token in JSON or a form body.
-var accessTokenValue = regexp.MustCompile(`(?i)(access_token"?\s*[:=]\s*"?)[^"&,}\s]+`)
-
-type redactedError struct{ msg string }
-
-func (e redactedError) Error() string { return e.msg }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+func mediaType(resp *http.Response) string {
+	if resp == nil {
+		return ""
 	}
-	cut := n
-	for cut > 0 && !utf8RuneStart(s[cut]) {
-		cut--
+	media, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if err != nil {
+		return ""
 	}
-	return s[:cut] + "..."
+	return media
 }
 
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
-
-// tokenFingerprint identifies a token in lease data and logs without revealing it.
+// tokenFingerprint identifies a token in lease data, logs and status without revealing it.
 func tokenFingerprint(accessToken string) string {
 	sum := sha256.Sum256([]byte(accessToken))
 	return hex.EncodeToString(sum[:8])
 }
 
-// --- transport ---
+// --- retries ---
 
-type userAgentTransport struct{ base http.RoundTripper }
-
-func (t *userAgentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	req = req.Clone(req.Context())
-	req.Header.Set("User-Agent", "vault-plugin-mirakl/"+Version)
-	return t.base.RoundTrip(req)
-}
-
-// answerRecorder notes the final answer's status and the first bytes of its
-// body, and fails the read of a body larger than maxResponseBytes.
-type answerRecorder struct {
-	base     http.RoundTripper
-	status   int
-	prefix   bytes.Buffer
-	tooLarge bool
-}
-
-func (a *answerRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := a.base.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	a.status = resp.StatusCode
-	resp.Body = &limitedBody{ReadCloser: resp.Body, recorder: a, left: maxResponseBytes}
-	return resp, nil
-}
-
-var errBodyTooLarge = errors.New("response body too large")
-
-type limitedBody struct {
-	io.ReadCloser
-	recorder *answerRecorder
-	left     int
-}
-
-func (b *limitedBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if room := maxExcerptBytes*4 - b.recorder.prefix.Len(); room > 0 {
-		b.recorder.prefix.Write(p[:min(n, room)])
-	}
-	b.left -= n
-	if b.left < 0 {
-		b.recorder.tooLarge = true
-		return n, errBodyTooLarge
-	}
-	return n, err
-}
-
-// retryAfterTooLongError: Mirakl asked us to come back later than request_timeout allows.
+// retryAfterTooLongError is Mirakl asking us to come back later than request_timeout allows.
 type retryAfterTooLongError struct {
 	status int
 	wait   time.Duration
@@ -395,7 +411,7 @@ func isTransientStatus(status int) bool {
 
 // checkRetry retries transport failures and 429/5xx, never a refusal, and gives
 // up at once when Retry-After points past the request's deadline.
-func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+func (c *tokenClient) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
@@ -409,13 +425,13 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		if errors.As(err, &verification) || (errors.As(err, &opErr) && opErr.Op == "remote error") {
 			return false, nil
 		}
-		// The default policy knows the other permanent errors (URL, scheme, redirects).
+		// The default policy knows the other permanent errors (URL, scheme).
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
 	if !isTransientStatus(resp.StatusCode) {
 		return false, nil
 	}
-	if wait, ok := retryAfter(resp, time.Now()); ok {
+	if wait, ok := retryAfter(resp, c.now()); ok {
 		if deadline, has := ctx.Deadline(); has {
 			if left := time.Until(deadline); wait > left {
 				return false, &retryAfterTooLongError{status: resp.StatusCode, wait: wait, left: left}
@@ -425,19 +441,22 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	return true, nil
 }
 
-// jitteredBackoff honours Retry-After, else waits an exponentially growing,
-// jittered time so that many plugins behind one proxy do not retry in step.
-func jitteredBackoff(waitMin, waitMax time.Duration, attempt int, resp *http.Response) time.Duration {
-	if resp != nil {
-		if wait, ok := retryAfter(resp, time.Now()); ok {
-			return wait
-		}
+// backoff honours Retry-After, else waits an exponentially growing, jittered
+// time so that many plugins behind one proxy do not retry in step.
+func (c *tokenClient) backoff(waitMin, waitMax time.Duration, attempt int, resp *http.Response) time.Duration {
+	if wait, ok := retryAfter(resp, c.now()); ok {
+		return wait
 	}
+	return jittered(waitMin, waitMax, attempt)
+}
+
+// jittered is waitMin doubled per attempt up to waitMax, spread over its upper
+// half: a floor, and no two clients in step.
+func jittered(waitMin, waitMax time.Duration, attempt int) time.Duration {
 	wait := waitMin << min(attempt, 16)
 	if wait <= 0 || wait > waitMax {
 		wait = waitMax
 	}
-	// Full jitter over the upper half keeps a floor while spreading retries.
 	return wait/2 + rand.N(wait/2+1) //nolint:gosec // G404: jitter only spreads retries out; nothing depends on it being unpredictable.
 }
 
@@ -457,17 +476,4 @@ func retryAfter(resp *http.Response, now time.Time) (time.Duration, bool) {
 		return max(at.Sub(now), 0), true
 	}
 	return 0, false
-}
-
-// keepLastResponse hands the last answer to x/oauth2 when retries run out, so
-// the error names Mirakl's status and body rather than "giving up".
-func keepLastResponse(resp *http.Response, err error, _ int) (*http.Response, error) {
-	var tooLong *retryAfterTooLongError
-	if errors.As(err, &tooLong) || resp == nil {
-		if resp != nil {
-			_ = resp.Body.Close()
-		}
-		return nil, err
-	}
-	return resp, nil
 }

@@ -3,6 +3,7 @@ package mirakl
 import (
 	"crypto/tls"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -27,7 +28,7 @@ func TestFaultMatrix(t *testing.T) {
 		wantError string // when the failure persists
 	}{
 		{"500", fakemirakl.HTMLError(500), true, "Mirakl token endpoint unavailable: HTTP 500"},
-		{"502", fakemirakl.HTMLError(502), true, "unavailable: HTTP 502 (body starts: \"<html>"},
+		{"502", fakemirakl.HTMLError(502), true, "unavailable: HTTP 502 (text/html, 110 bytes)"},
 		{"503", fakemirakl.HTMLError(503), true, "unavailable: HTTP 503"},
 		{"504", fakemirakl.HTMLError(504), true, "unavailable: HTTP 504"},
 		{"429 without Retry-After", fakemirakl.RateLimited(""), true, "unavailable: HTTP 429"},
@@ -38,11 +39,15 @@ func TestFaultMatrix(t *testing.T) {
 		{"oversized body", fakemirakl.Oversized(2 << 20), false, "response body larger than 256 KiB"},
 		{"invalid_request", fakemirakl.OAuthError(400, "invalid_request", "bad form"), false, `refused the credentials: HTTP 400, error "invalid_request", bad form`},
 		{"unauthorized_client", fakemirakl.OAuthError(403, "unauthorized_client", "disabled"), false, `HTTP 403, error "unauthorized_client"`},
-		{"wrong token_type", fakemirakl.RawToken(`{"token_type":"MAC","access_token":"x","expires_in":3599}`), false, `token_type is "MAC" (want Bearer)`},
+		{"wrong token_type", fakemirakl.RawToken(`{"token_type":"MAC","access_token":"x","expires_in":3599}`), false, "HTTP 200 (application/json, 57 bytes), token_type is not Bearer"},
 		{"missing expires_in", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x"}`), false, "expires_in is missing"},
 		{"negative expires_in", fakemirakl.RawToken(`{"token_type":"bearer","access_token":"x","expires_in":-5}`), false, "expires_in is -5"},
 		{"text expires_in", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":"soon"}`), false, "not a usable token"},
-		{"missing access_token", fakemirakl.RawToken(`{"token_type":"Bearer","expires_in":3599}`), false, "missing access_token"},
+		{"missing access_token", fakemirakl.RawToken(`{"token_type":"Bearer","expires_in":3599}`), false, "access_token is missing"},
+		{"expires_in of 1s", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":1}`), false, "expires_in is 1 (want at least 3 seconds)"},
+		{"expires_in of 2s as text", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":"2"}`), false, "expires_in is 2 (want at least 3 seconds)"},
+		{"temporary redirect", fakemirakl.Redirect(307, "http://127.0.0.2:1/elsewhere"), false, "HTTP 307 (text/html, 0 bytes), redirects are not followed"},
+		{"OAuth error without JSON", fakemirakl.HTMLError(401), false, "HTTP 401 (text/html, 112 bytes), no OAuth error in the answer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"/alone", func(t *testing.T) {
@@ -150,6 +155,12 @@ func TestServeWhileValid(t *testing.T) {
 	if resp.Data["access_token"] != first {
 		t.Fatal("did not serve the still-valid cached token")
 	}
+	env.settle() // the background refresh fails
+	resp, err = env.ReadToken(nil)
+	requireOK(t, resp, err)
+	if resp.Data["access_token"] != first {
+		t.Fatal("did not serve the still-valid cached token")
+	}
 	if resp.Secret.TTL != 299*time.Second {
 		t.Fatalf("lease TTL = %s, want the 299s left", resp.Secret.TTL)
 	}
@@ -204,6 +215,8 @@ func TestRefusalServesValidCachedToken(t *testing.T) {
 	env.fake.SetCredentials(testClientID, "rotated-at-mirakl")
 	env.clock.Advance(55 * time.Minute)
 
+	_, _ = env.ReadToken(nil)
+	env.settle() // the background refresh is refused
 	resp, err := env.ReadToken(nil)
 	requireOK(t, resp, err)
 	if resp.Data["access_token"] != first || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "invalid_client") {
@@ -258,5 +271,70 @@ func TestTLSBelow12Refused(t *testing.T) {
 	}
 	if got := connections.Load(); got != 1 {
 		t.Fatalf("a permanent handshake failure was retried: %d connections", got)
+	}
+}
+
+// A redirect would carry the form, secret included, to its Location (307,
+// 308) or turn the request into a GET of any URL whose answer the error
+// would describe (301, 302, 303): none is followed.
+func TestRedirectsNotFollowed(t *testing.T) {
+	elsewhere := fakemirakl.New(testClientID, testClientSecret)
+	t.Cleanup(elsewhere.Close)
+	for _, status := range []int{301, 302, 303, 307, 308} {
+		env := newTestEnv(t)
+		env.fake.Enqueue(fakemirakl.Redirect(status, elsewhere.TokenURL()))
+		resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": env.fake.TokenURL()})
+		requireStatus(t, resp, err, http.StatusBadGateway, fmt.Sprintf("not a usable token: HTTP %d (text/html, 0 bytes), redirects are not followed", status))
+		if got := env.fake.Requests(); got != 1 {
+			t.Fatalf("HTTP %d: %d requests to the configured endpoint, want 1", status, got)
+		}
+	}
+	if got := elsewhere.Requests(); got != 0 {
+		t.Fatalf("the redirect target received %d requests", got)
+	}
+}
+
+// From a refusal only the OAuth error fields are repeated, and never the
+// secret, in whatever encoding the server echoed it.
+func TestOAuthErrorScrubbed(t *testing.T) {
+	const secret = `p+a/s=s&w%o"r d<é>`
+	encodings := secretSpellings(secret)
+	for _, spelling := range encodings {
+		fake := fakemirakl.New(testClientID, secret)
+		t.Cleanup(fake.Close)
+		env := newTestEnvWithFake(t, fake)
+		fake.Enqueue(fakemirakl.OAuthError(401, "invalid_client", "you sent "+spelling+" which is wrong"))
+		resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": secret, "token_url": fake.TokenURL()})
+		requireStatus(t, resp, err, http.StatusBadRequest, `error "invalid_client", you sent [redacted] which is wrong`)
+	}
+
+	fake := fakemirakl.New(testClientID, secret)
+	t.Cleanup(fake.Close)
+	env := newTestEnvWithFake(t, fake)
+	fake.Enqueue(fakemirakl.OAuthError(400, "invalid_request\x1b[31m", strings.Repeat("long ", 100)))
+	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": secret, "token_url": fake.TokenURL()})
+	requireStatus(t, resp, err, http.StatusBadRequest, `error "invalid_request[31m"`)
+	if msg := resp.Error().Error(); len(msg) > 400 {
+		t.Fatalf("error_description not shortened: %d bytes", len(msg))
+	}
+}
+
+func TestBackoffHonoursRetryAfterOnTheEngineClock(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	c := &tokenClient{now: func() time.Time { return now }}
+	for value, want := range map[string]time.Duration{
+		"7":                             7 * time.Second,
+		"Sat, 28 Nov 2026 12:00:30 GMT": 30 * time.Second,
+	} {
+		resp := &http.Response{Header: http.Header{"Retry-After": {value}}}
+		if got := c.backoff(time.Millisecond, time.Millisecond, 0, resp); got != want {
+			t.Errorf("Retry-After %q: waits %s, want %s", value, got, want)
+		}
+	}
+	for attempt, ceiling := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
+		got := c.backoff(100*time.Millisecond, time.Second, attempt, &http.Response{})
+		if ceiling *= time.Millisecond; got < ceiling/2 || got > ceiling {
+			t.Errorf("attempt %d: waits %s, want between %s and %s", attempt, got, ceiling/2, ceiling)
+		}
 	}
 }

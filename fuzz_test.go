@@ -36,11 +36,11 @@ func FuzzTokenResponse(f *testing.F) {
 			return
 		}
 		cfg := &miraklConfig{ClientID: "id", ClientSecret: secret, TokenURL: "https://mirakl.invalid/oauth/token", RequestTimeout: time.Second}
-		client, err := newTokenClient(cfg, retryPolicy{MaxRetries: 0}, nil)
+		client, err := newTokenClient(cfg, retryPolicy{MaxRetries: 0}, time.Now, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		client.retrying.HTTPClient.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		client.http.HTTPClient.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			return &http.Response{
 				StatusCode: status,
 				Header:     http.Header{"Content-Type": {contentType}},
@@ -79,8 +79,8 @@ func FuzzConfigWrite(f *testing.F) {
 
 	const secret = "fuzz-config-secret"
 	f.Fuzz(func(t *testing.T, clientID, tokenURL, timeout, minTTL, caCert string) {
-		b := newBackend()
-		if err := b.Setup(context.Background(), logical.TestBackendConfig()); err != nil {
+		b, err := newBackend(context.Background(), logical.TestBackendConfig(), time.Now)
+		if err != nil {
 			t.Fatal(err)
 		}
 		storage := &logical.InmemStorage{}
@@ -115,8 +115,8 @@ func FuzzConfigWrite(f *testing.F) {
 		if stored == nil {
 			t.Fatal("an accepted write stored nothing")
 		}
-		if problem := stored.validate(); problem != "" {
-			t.Fatalf("stored an invalid config (%s): %+v", problem, stored)
+		if problem := stored.validate(); problem != nil {
+			t.Fatalf("stored an invalid config (%v): %+v", problem, stored)
 		}
 		if stored.ClientSecret != secret {
 			t.Fatal("the stored secret differs from the written one")

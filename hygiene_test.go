@@ -1,45 +1,78 @@
 package mirakl
 
 import (
+	"context"
+	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
 )
 
-// TestSecretHygiene runs a whole session (config, reads, every failure class)
-// with a distinctive secret and distinctive tokens, and proves that neither
-// appears in the plugin's trace-level logs, any error or warning, any config
-// read, or any lease's stored data.
+// hygieneSecret has every character that a form, a URL, JSON or HTML encodes.
+const hygieneSecret = `s3cr3t+/=&%"<HYGIENE> x`
+
+// TestSecretHygiene runs a whole session (config, reads, status, every failure
+// class, an upstream that echoes the request in every encoding, a restart
+// that loads the config from storage) with a distinctive secret and
+// distinctive tokens, and proves that neither appears, in any spelling, in
+// the plugin's trace-level logs, any error or warning, any response body but
+// the token read's own access_token, or any lease's data.
 func TestSecretHygiene(t *testing.T) {
-	env := newTestEnv(t)
-	var seen []string // every error, warning and non-token response body
+	fake := fakemirakl.New(testClientID, hygieneSecret, fakemirakl.WithTokenPrefix(testTokenPrefix))
+	t.Cleanup(fake.Close)
+	env := newTestEnvWithFake(t, fake)
+	var seen []string
 	record := func(resp *logical.Response, err error) {
 		if err != nil {
 			seen = append(seen, err.Error())
 		}
-		if resp != nil {
-			seen = append(seen, resp.Warnings...)
-			if resp.IsError() {
-				seen = append(seen, resp.Error().Error())
-			}
-			if resp.Secret != nil {
-				seen = append(seen, serialized(t, &logical.Response{Secret: resp.Secret}))
+		if resp == nil {
+			return
+		}
+		if resp.IsError() {
+			seen = append(seen, resp.Error().Error())
+		}
+		data := make(map[string]any, len(resp.Data))
+		for k, v := range resp.Data {
+			if k != "access_token" { // the one place a token belongs
+				data[k] = v
 			}
 		}
+		raw, _ := json.Marshal(struct {
+			Data     map[string]any
+			Warnings []string
+			Secret   *logical.Secret
+		}{data, resp.Warnings, resp.Secret})
+		seen = append(seen, string(raw))
+	}
+	configure := func(extra map[string]any) {
+		data := map[string]any{"client_id": testClientID, "client_secret": hygieneSecret, "token_url": fake.TokenURL(), "request_timeout": "3s"}
+		for k, v := range extra {
+			data[k] = v
+		}
+		record(env.WriteConfig(data))
 	}
 
-	// A refused write, then a good one.
-	record(env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": testClientSecret + "-wrong", "token_url": env.fake.TokenURL()}))
-	env.Configure(map[string]any{"request_timeout": "3s"})
+	configure(map[string]any{"client_secret": hygieneSecret + "-wrong"}) // refused
+	configure(nil)
 	record(env.ReadConfig())
-	resp, _ := env.MustReadToken()
-	record(&logical.Response{Secret: resp.Secret}, nil)
+	record(env.ReadToken(nil))
 
-	// Every failure class, on reads that must fetch.
+	echo := func(status int, contentType string, spell func(string) string) fakemirakl.Fault {
+		return fakemirakl.Fault{Status: status, ContentType: contentType, Echo: spell}
+	}
+	form := func(body string) string { return body }
+	decoded := func(body string) string { v, _ := url.QueryUnescape(body); return v }
+	jsonOf := func(body string) string {
+		raw, _ := json.Marshal(map[string]string{"error": "invalid_request", "error_description": "got " + decoded(body), "request": body})
+		return string(raw)
+	}
 	faults := []fakemirakl.Fault{
 		fakemirakl.HTMLError(503),
 		fakemirakl.RateLimited("1"),
@@ -48,39 +81,76 @@ func TestSecretHygiene(t *testing.T) {
 		fakemirakl.Slow(4 * time.Second),
 		fakemirakl.HTMLError(200),
 		fakemirakl.Oversized(1 << 20),
-		fakemirakl.OAuthError(401, "invalid_client", "bad secret "+testClientSecret), // a server that echoes the secret
+		fakemirakl.Redirect(307, "http://127.0.0.1:1/elsewhere?secret="+url.QueryEscape(hygieneSecret)),
+		fakemirakl.OAuthError(401, "invalid_client", "bad secret "+hygieneSecret),
+		fakemirakl.OAuthError(401, "invalid_client "+url.QueryEscape(hygieneSecret), "bad secret "+url.PathEscape(hygieneSecret)),
 		fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"` + testTokenPrefix + `raw","expires_in":0}`),
-		fakemirakl.RawToken(`{"token_type":"MAC","access_token":"` + testTokenPrefix + `mac","expires_in":60}`),
-		fakemirakl.Fault{Status: 500, Body: "echo client_secret=" + testClientSecret, ContentType: "text/plain"},
-		// Answers cut short by a proxy: the token is there, but no token can be read.
+		fakemirakl.RawToken(`{"token_type":"` + testTokenPrefix + `mac","access_token":"` + testTokenPrefix + `mac","expires_in":60}`),
+		fakemirakl.RawToken(`{"token_type":"Bearer","accessToken":"` + testTokenPrefix + `camel"}`),
+		fakemirakl.RawToken(`<token><access_token>` + testTokenPrefix + `xml</access_token></token>`),
 		fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"` + testTokenPrefix + `cut","expires_in":35`),
-		fakemirakl.Fault{Status: 200, Body: "token_type=bearer&access_token=" + testTokenPrefix + "form%zz", ContentType: "application/x-www-form-urlencoded"},
+		// Servers and proxies that echo the request.
+		echo(500, "text/plain", form),
+		echo(400, "application/x-www-form-urlencoded", form),
+		echo(400, "application/json", jsonOf),
+		echo(401, "application/json", jsonOf),
+		echo(200, "application/json", jsonOf),
+		echo(502, "text/html", func(body string) string { return "<pre>" + decoded(body) + "</pre>" }),
 	}
 	for _, fault := range faults {
-		env.fake.FailRandomly(1, fault)
+		fake.FailRandomly(1, fault)
 		env.clock.Advance(time.Hour) // the cached token is gone: every read fetches
 		record(env.ReadToken(nil))
-		record(env.WriteConfig(map[string]any{"min_ttl": "10m"})) // also clears the refusal hold
+		record(env.ReadToken(map[string]any{"min_ttl": "1s"}))
+		record(env.request(logical.ReadOperation, "status", nil))
+		configure(nil) // verify fails the same way
+		record(env.WriteConfig(map[string]any{"min_ttl": "10m", "verify": false})) // also clears the refusal hold
 	}
-	env.fake.FailRandomly(0, fakemirakl.Fault{})
+	fake.FailRandomly(0, fakemirakl.Fault{})
 	env.clock.Advance(time.Hour)
-	resp, _ = env.MustReadToken()
+	resp, err := env.ReadToken(nil)
+	requireOK(t, resp, err)
+	record(resp, err)
 	record(env.RenewLease(resp))
 	record(env.RevokeLease(resp))
+	// Background refreshes and their failures.
+	fake.FailRandomly(1, echo(503, "text/plain", form))
+	env.clock.Advance(55 * time.Minute)
+	record(env.ReadToken(nil))
+	env.settle()
+	record(env.ReadToken(nil))
+	record(env.request(logical.ReadOperation, "status", nil))
+
+	// A restart: the config comes from storage.
+	restarted, err := newBackend(context.Background(), &logical.BackendConfig{
+		StorageView: env.storage,
+		Logger:      hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: env.logs}),
+		System:      logical.TestSystemView(),
+	}, env.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { restarted.Cleanup(context.Background()) })
+	fake.FailRandomly(0, fakemirakl.Fault{})
+	for _, path := range []string{"config", "token", "status"} {
+		record(restarted.HandleRequest(env.ctx, &logical.Request{Operation: logical.ReadOperation, Path: path, Storage: env.storage, MountPoint: "mirakl/"}))
+	}
 	record(env.DeleteConfig())
 
-	if len(seen) < len(faults) {
+	if len(seen) < 4*len(faults) {
 		t.Fatalf("the scenario produced only %d messages", len(seen))
 	}
 	logs := env.logs.String()
-	if !strings.Contains(logs, "token request to Mirakl failed") {
-		t.Fatalf("trace logs did not capture the failures; logs:\n%s", logs)
+	if !strings.Contains(logs, "token request to Mirakl failed") || !strings.Contains(logs, "[TRACE]") && !strings.Contains(logs, "[DEBUG]") {
+		t.Fatalf("the logs did not capture the failures; logs:\n%s", logs)
 	}
-	issued := append(env.fake.IssuedTokens(), testTokenPrefix)
-	if len(issued) < 2 {
+	issued := fake.IssuedTokens()
+	if len(issued) < 3 {
 		t.Fatalf("the fake issued %d tokens", len(issued))
 	}
-	for _, needle := range append(issued, testClientSecret) {
+	needles := append(issued, testTokenPrefix)
+	needles = append(needles, secretSpellings(hygieneSecret)...)
+	for _, needle := range needles {
 		if strings.Contains(logs, needle) {
 			t.Errorf("logs contain %q", needle)
 		}

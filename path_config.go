@@ -22,6 +22,8 @@ const (
 	defaultTokenURL       = "https://auth.mirakl.net/oauth/token" //nolint:gosec // G101: Mirakl's public token endpoint, not a credential.
 	defaultRequestTimeout = 30 * time.Second
 	defaultMinTTL         = 10 * time.Minute
+	// maxRequestTimeout bounds how long a reader can be kept waiting on Mirakl.
+	maxRequestTimeout = 5 * time.Minute
 
 	fieldClientID       = "client_id"
 	fieldClientSecret   = "client_secret"
@@ -66,7 +68,7 @@ func pathConfig(b *backend) *framework.Path {
 			},
 			fieldTokenURL: {
 				Type:        framework.TypeString,
-				Description: "Mirakl's OAuth token endpoint. An absolute https URL; plain http only for loopback hosts.",
+				Description: "Mirakl's OAuth token endpoint. An absolute https URL; plain http only for loopback hosts. Changing it requires client_secret in the same write.",
 				Default:     defaultTokenURL,
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Token URL",
@@ -74,7 +76,7 @@ func pathConfig(b *backend) *framework.Path {
 			},
 			fieldRequestTimeout: {
 				Type:        framework.TypeDurationSecond,
-				Description: "Upper bound on one token request to Mirakl, retries included (e.g. 30s).",
+				Description: "Upper bound on one token request to Mirakl, retries included (e.g. 30s; at most 5m).",
 				Default:     int(defaultRequestTimeout.Seconds()),
 			},
 			fieldMinTTL: {
@@ -87,7 +89,7 @@ func pathConfig(b *backend) *framework.Path {
 			},
 			fieldCACert: {
 				Type:        framework.TypeString,
-				Description: "PEM certificates trusted in addition to the system roots, for a TLS-inspecting proxy in front of Mirakl.",
+				Description: "PEM certificates trusted in addition to the system roots, for a TLS-inspecting proxy in front of Mirakl. Changing it requires client_secret in the same write.",
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "CA certificate",
 				},
@@ -140,8 +142,9 @@ func (b *backend) pathConfigExistenceCheck(ctx context.Context, req *logical.Req
 	return cfg != nil, nil
 }
 
-// pathConfigWrite creates or updates the config. Nothing is stored unless every
-// field is valid and, when verify is on, Mirakl accepted the credentials.
+// pathConfigWrite creates or updates the config. Nothing is stored, and
+// nothing in memory changes, unless every field is valid and, when verify is
+// on, Mirakl accepted the credentials.
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	b.configWrites.Lock()
 	defer b.configWrites.Unlock()
@@ -149,43 +152,30 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err != nil {
 		return nil, err
 	}
-	creating := existing == nil
 	cfg := &miraklConfig{TokenURL: defaultTokenURL, RequestTimeout: defaultRequestTimeout, MinTTL: defaultMinTTL}
-	if !creating {
+	if existing != nil {
 		*cfg = *existing
 	}
-
-	if v, ok := d.GetOk(fieldClientID); ok {
-		cfg.ClientID = strings.TrimSpace(v.(string))
+	cfg.update(d)
+	if err := cfg.validate(); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
 	}
-	if v, ok := d.GetOk(fieldClientSecret); ok {
-		cfg.ClientSecret = v.(string)
-	}
-	if v, ok := d.GetOk(fieldTokenURL); ok {
-		cfg.TokenURL = strings.TrimSpace(v.(string))
-	}
-	if v, ok := d.GetOk(fieldRequestTimeout); ok {
-		cfg.RequestTimeout = time.Duration(v.(int)) * time.Second
-	}
-	if v, ok := d.GetOk(fieldMinTTL); ok {
-		cfg.MinTTL = time.Duration(v.(int)) * time.Second
-	}
-	if v, ok := d.GetOk(fieldCACert); ok {
-		cfg.CACert = strings.TrimSpace(v.(string))
+	if _, secretGiven := d.GetOk(fieldClientSecret); existing != nil && !secretGiven && cfg.movesSecretFrom(existing) {
+		// Whoever may update the config is not necessarily trusted with the
+		// write-only secret: without this, they could point the engine at
+		// their own endpoint (or CA) and receive it.
+		return logical.ErrorResponse("changing token_url or ca_cert requires client_secret in the same write: " +
+			"the stored secret is sent only to the endpoint it was written for"), nil
 	}
 
-	if problem := cfg.validate(); problem != "" {
-		return logical.ErrorResponse(problem), nil
-	}
-
-	client, err := newTokenClient(cfg, b.retries, b.Logger().Named("client"))
+	client, err := newTokenClient(cfg, b.retries, b.now, b.Logger().Named("client"))
 	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-
-	var verified *cachedToken
+	mount := newMountState(cfg, client)
 	if d.Get(fieldVerify).(bool) {
 		fetched, err := client.fetch(ctx)
+		b.stats.record(b.now(), err)
 		if err != nil {
 			client.close()
 			if errors.Is(err, ErrCredentialsRefused) {
@@ -194,17 +184,19 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			return nil, logical.CodedError(http.StatusBadGateway,
 				fmt.Sprintf("nothing was stored: could not check the credentials: %v (write verify=false to store them unchecked)", err))
 		}
-		verified = newCachedToken(fetched, b.now())
+		mount.cache.succeeded(newCachedToken(fetched, b.now()))
 	}
 
 	entry, err := logical.StorageEntryJSON(configStorageKey, cfg)
 	if err != nil {
+		client.close()
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
 	if err := req.Storage.Put(ctx, entry); err != nil {
+		client.close()
 		return nil, fmt.Errorf("storing config: %w", err)
 	}
-	b.installConfig(cfg, client, verified)
+	b.setMount(mount)
 	return nil, nil
 }
 
@@ -231,8 +223,65 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}
-	b.resetConfig()
+	b.setMount(nil)
 	return nil, nil
+}
+
+// mountState is one config with what derives from it: the client that sends
+// its secret and the cache of its tokens. A config change replaces it whole,
+// so a request that the change overtook can only fill a cache nobody reads.
+type mountState struct {
+	config *miraklConfig
+	client *tokenClient
+	cache  *tokenCache
+}
+
+func newMountState(cfg *miraklConfig, client *tokenClient) *mountState {
+	return &mountState{config: cfg, client: client, cache: &tokenCache{}}
+}
+
+// currentMount returns the mount's state, loading the config from storage
+// once; nil means the mount is not configured.
+func (b *backend) currentMount(ctx context.Context, s logical.Storage) (*mountState, error) {
+	b.mu.RLock()
+	mount := b.mount
+	b.mu.RUnlock()
+	if mount != nil {
+		return mount, nil
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mount != nil {
+		return b.mount, nil
+	}
+	cfg, err := readConfig(ctx, s)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	client, err := newTokenClient(cfg, b.retries, b.now, b.Logger().Named("client"))
+	if err != nil {
+		return nil, fmt.Errorf("loading config: %w", err)
+	}
+	b.mount = newMountState(cfg, client)
+	return b.mount, nil
+}
+
+// loadedMount is the mount's state if it is in memory, without touching storage.
+func (b *backend) loadedMount() *mountState {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.mount
+}
+
+// setMount replaces the mount's state (nil: load again from storage on next use).
+func (b *backend) setMount(mount *mountState) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mount != nil && b.mount != mount {
+		b.mount.client.close()
+	}
+	b.mount = mount
 }
 
 func readConfig(ctx context.Context, s logical.Storage) (*miraklConfig, error) {
@@ -250,27 +299,57 @@ func readConfig(ctx context.Context, s logical.Storage) (*miraklConfig, error) {
 	return cfg, nil
 }
 
-// validate returns what the writer must fix, or "".
-func (c *miraklConfig) validate() string {
+// update sets the fields the request names; the others keep their values.
+func (c *miraklConfig) update(d *framework.FieldData) {
+	// Surrounding whitespace is never part of a credential: it comes from
+	// "client_secret=- <<<..." or @file, and Mirakl would refuse it.
+	if v, ok := d.GetOk(fieldClientID); ok {
+		c.ClientID = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk(fieldClientSecret); ok {
+		c.ClientSecret = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk(fieldTokenURL); ok {
+		c.TokenURL = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk(fieldRequestTimeout); ok {
+		c.RequestTimeout = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk(fieldMinTTL); ok {
+		c.MinTTL = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk(fieldCACert); ok {
+		c.CACert = strings.TrimSpace(v.(string))
+	}
+}
+
+// movesSecretFrom reports whether the secret would now go somewhere, or over
+// a channel, that it was not written for.
+func (c *miraklConfig) movesSecretFrom(old *miraklConfig) bool {
+	return c.TokenURL != old.TokenURL || c.CACert != old.CACert
+}
+
+// validate says what the writer must fix, if anything.
+func (c *miraklConfig) validate() error {
 	switch {
 	case c.ClientID == "":
-		return "client_id is required: the client ID Mirakl gave you"
+		return errors.New("client_id is required: the client ID Mirakl gave you")
 	case c.ClientSecret == "":
-		return "client_secret is required: the client secret Mirakl gave you"
-	case c.RequestTimeout <= 0:
-		return "request_timeout must be a positive duration, such as 30s"
+		return errors.New("client_secret is required: the client secret Mirakl gave you")
+	case c.RequestTimeout <= 0 || c.RequestTimeout > maxRequestTimeout:
+		return fmt.Errorf("request_timeout must be a positive duration of at most %s, such as 30s", maxRequestTimeout)
 	case c.MinTTL < 0:
-		return "min_ttl must be zero or a positive duration, such as 10m"
+		return errors.New("min_ttl must be zero or a positive duration, such as 10m")
 	}
 	if problem := validateTokenURL(c.TokenURL); problem != "" {
-		return problem
+		return errors.New(problem)
 	}
 	if c.CACert != "" {
 		if problem := validatePEM(c.CACert); problem != "" {
-			return problem
+			return errors.New(problem)
 		}
 	}
-	return ""
+	return nil
 }
 
 func validateTokenURL(raw string) string {
@@ -334,7 +413,11 @@ The client secret is write-only: reads show every other field.
 Unless verify=false, a write first exchanges the new credentials for a token;
 if Mirakl refuses them, the write fails with Mirakl's answer and nothing is
 stored. An update changes only the fields it names. Any write or delete drops
-the cached token.
+the cached token; "vault write -f mirakl/config" gets a fresh one.
+
+An update that changes token_url or ca_cert must carry client_secret too: the
+stored secret is only ever sent to the endpoint it was written for, so that
+whoever may update the config cannot redirect it to a server of their own.
 
   $ vault write mirakl/config client_id=... client_secret=...
   $ vault write mirakl/config min_ttl=15m

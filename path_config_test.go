@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
 )
@@ -92,6 +93,7 @@ func TestConfigValidation(t *testing.T) {
 		{"credentials in url", "token_url", "https://user:pw@auth.mirakl.net/oauth/token", "must not carry credentials"},
 		{"no host", "token_url", "https:///oauth/token", "not an absolute URL"},
 		{"zero timeout", "request_timeout", "0s", "request_timeout must be a positive duration"},
+		{"endless timeout", "request_timeout", "2562047h", "request_timeout must be a positive duration of at most 5m0s"},
 		{"negative timeout", "request_timeout", "-5s", `"request_timeout": cannot provide negative value`},
 		{"negative min_ttl", "min_ttl", "-1m", `"min_ttl": cannot provide negative value`},
 		{"unparsable min_ttl", "min_ttl", "soon", "min_ttl"},
@@ -205,5 +207,90 @@ func TestConfigSealWrapped(t *testing.T) {
 	field := pathConfig(env.backend).Fields["client_secret"]
 	if field.DisplayAttrs == nil || !field.DisplayAttrs.Sensitive {
 		t.Fatal("client_secret is not marked sensitive")
+	}
+}
+
+// Whoever may update the config but was never given the secret cannot send
+// the stored secret to an endpoint, or through a CA, of their choosing.
+func TestConfigMovingTheEndpointRequiresTheSecret(t *testing.T) {
+	elsewhere := fakemirakl.NewTLS(testClientID, testClientSecret)
+	t.Cleanup(elsewhere.Close)
+	cases := []struct {
+		name   string
+		update map[string]any
+	}{
+		{"token_url", map[string]any{"token_url": elsewhere.TokenURL()}},
+		{"token_url without verify", map[string]any{"token_url": elsewhere.TokenURL(), "verify": false}},
+		{"ca_cert", map[string]any{"ca_cert": elsewhere.CACertPEM()}},
+		{"both", map[string]any{"token_url": elsewhere.TokenURL(), "ca_cert": elsewhere.CACertPEM(), "verify": false}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newTestEnv(t)
+			env.Configure(nil)
+			before, _ := env.storage.Get(env.ctx, configStorageKey)
+			baseline := elsewhere.Requests()
+
+			resp, err := env.WriteConfig(tc.update)
+			requireStatus(t, resp, err, http.StatusBadRequest, "changing token_url or ca_cert requires client_secret in the same write")
+			after, _ := env.storage.Get(env.ctx, configStorageKey)
+			if string(before.Value) != string(after.Value) {
+				t.Fatal("the refused write changed the stored config")
+			}
+			env.clock.Advance(time.Hour)
+			env.MustReadToken()
+			if got := elsewhere.Requests() - baseline; got != 0 {
+				t.Fatalf("the other endpoint received %d requests", got)
+			}
+
+			withSecret := map[string]any{"client_secret": testClientSecret}
+			for k, v := range tc.update {
+				withSecret[k] = v
+			}
+			if _, moves := tc.update["token_url"]; !moves {
+				withSecret["token_url"] = elsewhere.TokenURL()
+			}
+			withSecret["ca_cert"] = elsewhere.CACertPEM()
+			resp, err = env.WriteConfig(withSecret)
+			requireOK(t, resp, err)
+		})
+	}
+
+	t.Run("other fields", func(t *testing.T) {
+		env := newTestEnv(t)
+		env.Configure(nil)
+		resp, err := env.WriteConfig(map[string]any{"min_ttl": "5m", "request_timeout": "10s", "client_id": testClientID, "token_url": env.fake.TokenURL()})
+		requireOK(t, resp, err)
+	})
+}
+
+// A refused update changes nothing, in storage or in memory.
+func TestConfigRefusedUpdateKeepsServingOldConfig(t *testing.T) {
+	env := newTestEnv(t)
+	env.Configure(nil)
+	_, first := env.MustReadToken()
+
+	resp, err := env.WriteConfig(map[string]any{"client_secret": "wrong-secret"})
+	requireStatus(t, resp, err, http.StatusBadRequest, "nothing was stored")
+	if _, tok := env.MustReadToken(); tok != first {
+		t.Fatal("a refused update dropped the cached token")
+	}
+	env.clock.Advance(time.Hour)
+	if _, tok := env.MustReadToken(); tok == first {
+		t.Fatal("no new token with the stored credentials")
+	}
+	if got := env.fake.Stats().Refused; got != 1 {
+		t.Fatalf("the refused secret was sent %d times", got)
+	}
+}
+
+// The README's own command, client_secret=- <<<"$SECRET", passes a trailing
+// newline; @file often does too.
+func TestConfigTrimsTheSecret(t *testing.T) {
+	env := newTestEnv(t)
+	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID + "\n", "client_secret": testClientSecret + "\n", "token_url": env.fake.TokenURL()})
+	requireOK(t, resp, err)
+	if stored, _ := readConfig(env.ctx, env.storage); stored.ClientSecret != testClientSecret {
+		t.Fatalf("stored secret %q", stored.ClientSecret)
 	}
 }

@@ -40,14 +40,14 @@ func pathToken(b *backend) *framework.Path {
 }
 
 func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	var minTTL *time.Duration
+	var readerMinTTL *time.Duration
 	if v, ok := d.GetOk(fieldMinTTL); ok {
 		// The framework already refused negative and unparsable values.
 		ttl := time.Duration(v.(int)) * time.Second
-		minTTL = &ttl
+		readerMinTTL = &ttl
 	}
 
-	tok, warnings, err := b.token(ctx, req.Storage, minTTL)
+	tok, warnings, err := b.tokenFor(ctx, req.Storage, readerMinTTL)
 	switch {
 	case errors.Is(err, errNotConfigured):
 		return logical.ErrorResponse("this mount is not configured yet: run vault write %sconfig client_id=... client_secret=...", req.MountPoint), nil
@@ -86,17 +86,193 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	return resp, nil
 }
 
+var errNotConfigured = errors.New("not configured")
+
+// tokenFor returns a token for a reader that wants readerMinTTL of life (nil:
+// the config's min_ttl), with warnings for the reader.
+func (b *backend) tokenFor(ctx context.Context, s logical.Storage, readerMinTTL *time.Duration) (*cachedToken, []string, error) {
+	for range 3 {
+		mount, err := b.currentMount(ctx, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		if mount == nil {
+			return nil, nil, errNotConfigured
+		}
+		tok, warnings, err := b.tokenFrom(ctx, mount, readerMinTTL)
+		if b.loadedMount() == mount {
+			return tok, warnings, err
+		}
+		// The config changed while this read waited: the token it got belongs
+		// to credentials that are no longer configured.
+	}
+	return nil, nil, errors.New("the configuration changed during every attempt to read a token")
+}
+
+// tokenFrom serves the mount's cached token whenever it is still valid and
+// good enough, and refreshes it in the background ahead of time. A reader
+// waits for Mirakl only when nothing valid is cached, or when it asked for
+// more life (min_ttl) than the cached token has.
+func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL *time.Duration) (*cachedToken, []string, error) {
+	want := mount.config.MinTTL
+	if readerMinTTL != nil {
+		want = *readerMinTTL
+	}
+	now := b.now()
+	cached, refusal := mount.cache.current(now)
+	if cached == nil || !cached.servable(now) {
+		if refusal != nil {
+			return nil, nil, refusal // fail fast rather than ask Mirakl again
+		}
+		tok, err := b.fetch(ctx, mount, cached)
+		if err != nil {
+			return nil, nil, err
+		}
+		tok.read.Store(true)
+		return tok, minTTLWarnings(tok, b.now(), want), nil
+	}
+	cached.read.Store(true)
+
+	if cached.remaining(now) >= cached.reusableFor(want) {
+		if cached.remaining(now) < refreshPoint(mount.config, cached) {
+			b.refreshInBackground(mount)
+		}
+		return cached, minTTLWarnings(cached, now, want), nil
+	}
+
+	// The cached token has less life than wanted, but is valid.
+	if readerMinTTL != nil && mount.cache.retryDue(now) {
+		tok, err := b.fetch(ctx, mount, cached)
+		if err == nil {
+			tok.read.Store(true)
+			return tok, minTTLWarnings(tok, b.now(), want), nil
+		}
+		if now = b.now(); !cached.servable(now) {
+			return nil, nil, err
+		}
+	} else {
+		b.refreshInBackground(mount)
+	}
+	if failure := mount.cache.lastFailure(); failure != nil {
+		return cached, []string{fmt.Sprintf("serving the cached token, which has %s left: a new one could not be had (%v)",
+			cached.remaining(now).Round(time.Second), failure)}, nil
+	}
+	return cached, minTTLWarnings(cached, now, want), nil
+}
+
+// refreshAheadMargin starts background refreshes this much before a token
+// falls below min_ttl: Vault calls the periodic refresh about once a minute.
+const refreshAheadMargin = 2 * time.Minute
+
+// refreshPoint is the remaining life below which a token's successor is
+// fetched in the background.
+func refreshPoint(cfg *miraklConfig, tok *cachedToken) time.Duration {
+	return tok.reusableFor(cfg.MinTTL + refreshAheadMargin)
+}
+
+// refreshAhead is the backend's periodic function (about once a minute, on
+// the active node): it fetches the successor of a token that readers use
+// before it falls below min_ttl. A token nobody read is left to expire, so an
+// idle mount makes no requests.
+func (b *backend) refreshAhead(context.Context, *logical.Request) error {
+	if b.replicaOrStandby() {
+		return nil // the primary's active node serves this mount's tokens
+	}
+	mount := b.loadedMount()
+	if mount == nil {
+		return nil
+	}
+	now := b.now()
+	tok, _ := mount.cache.current(now)
+	if tok != nil && tok.read.Load() && tok.servable(now) && tok.remaining(now) < refreshPoint(mount.config, tok) {
+		b.refreshInBackground(mount)
+	}
+	return nil
+}
+
+// refreshInBackground starts a request for the mount's next token outside any
+// reader's request, unless one runs or an earlier failure's backoff has not
+// run out.
+func (b *backend) refreshInBackground(mount *mountState) {
+	now := b.now()
+	if !mount.cache.claimBackground(now) {
+		return
+	}
+	seen, _ := mount.cache.current(now)
+	started := b.goBackground(func(ctx context.Context) {
+		defer mount.cache.backgroundDone()
+		_, _ = b.fetch(ctx, mount, seen)
+	})
+	if !started {
+		mount.cache.backgroundDone()
+	}
+}
+
+// fetch gets a new token in a request shared by every concurrent caller for
+// this mount. The request is not tied to any reader: one that gives up stops
+// waiting, and the others still get the token. seen is the token the caller
+// found, so that a request that ended meanwhile is not repeated.
+func (b *backend) fetch(ctx context.Context, mount *mountState, seen *cachedToken) (*cachedToken, error) {
+	flight := mount.cache.flights.DoChan("token", func() (any, error) {
+		now := b.now()
+		if current, _ := mount.cache.current(now); current != nil && current != seen && current.remaining(now) > current.lifetime()/2 {
+			return current, nil
+		}
+		fetched, err := mount.client.fetch(b.backgroundCtx)
+		now = b.now()
+		b.stats.record(now, err)
+		if err != nil {
+			mount.cache.failed(err, now)
+			b.Logger().Warn("token request to Mirakl failed", "error", err)
+			return nil, err
+		}
+		tok := newCachedToken(fetched, now)
+		mount.cache.succeeded(tok)
+		b.Logger().Debug("fetched a new token", "fingerprint", tok.fingerprint, "expires_in", fetched.ExpiresIn)
+		return tok, nil
+	})
+	select {
+	case result := <-flight:
+		if result.Err != nil {
+			return nil, result.Err
+		}
+		return result.Val.(*cachedToken), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("gave up waiting for a token: %w", ctx.Err())
+	}
+}
+
+// minTTLWarnings tells a reader that the token has less life than it wanted,
+// and why.
+func minTTLWarnings(t *cachedToken, now time.Time, want time.Duration) []string {
+	left := t.remaining(now)
+	if left >= want {
+		return nil
+	}
+	if reusable := t.reusableFor(want); reusable < want {
+		return []string{fmt.Sprintf("the token has %s left, less than the min_ttl of %s: Mirakl issues tokens that live %s, "+
+			"and a token is shared until it has half its life (%s) left",
+			left.Round(time.Second), want, t.lifetime().Round(time.Second), reusable.Round(time.Second))}
+	}
+	return []string{fmt.Sprintf("the token has %s left, less than the min_ttl of %s: a new one is on its way",
+		left.Round(time.Second), want)}
+}
+
 const pathTokenHelpSynopsis = `Get a Mirakl Connect Bearer token.` //nolint:gosec // G101: help text, not a credential.
 
 const pathTokenHelpDescription = `
 Returns a Bearer token for the Mirakl Connect APIs, exchanged with the stored
-client credentials. The token is cached per mount and shared by readers while
-it has at least min_ttl of life left; a new one is fetched otherwise, once for
-all concurrent readers.
+client credentials. One token is cached per mount and shared by every reader.
+Its successor is fetched in the background before the token falls below
+min_ttl, so readers do not wait on Mirakl while a valid token is cached. A
+reader that asks for more life than the cached token has (min_ttl on the read)
+waits for a new one; min_ttl is honoured up to half the token's lifetime.
 
 The lease lasts as long as the token: it cannot be renewed (read again for a
-new token). Revoking the lease drops the token from the cache, so the next read
-gets a new one. Vault Agent re-reads the token before its lease ends.
+new token). Revoking a lease changes nothing: the token stays valid at Mirakl
+and cached for other readers. To replace the cached token, rewrite the config
+("vault write -f mirakl/config"). Vault Agent re-reads the token before its
+lease ends.
 
   $ vault read mirakl/token
   $ vault read mirakl/token min_ttl=30m

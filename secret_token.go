@@ -33,15 +33,11 @@ func (b *backend) secretTokenRenew(_ context.Context, _ *logical.Request, _ *fra
 	return logical.ErrorResponse("Mirakl tokens cannot be renewed: read the token path again for a new token"), nil
 }
 
-// secretTokenRevoke always succeeds: Mirakl has no revocation endpoint, and a
-// failing revoke would leave leases stuck and block "vault secrets disable".
-// It drops the cached token when it is the one revoked, so the next read gets
-// a new one.
-func (b *backend) secretTokenRevoke(_ context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	if fingerprint, ok := req.Secret.InternalData[internalFingerprint].(string); ok {
-		if b.tokens.evict(fingerprint) {
-			b.Logger().Debug("revoked lease evicted the cached token", "fingerprint", fingerprint)
-		}
-	}
+// secretTokenRevoke always succeeds and changes nothing: Mirakl has no
+// revocation endpoint, a failing revoke would leave leases stuck and block
+// "vault secrets disable", and the cached token is shared by other readers.
+// Leases end whenever a reader's Vault token does; fetching a new token each
+// time would make those ends requests to Mirakl.
+func (b *backend) secretTokenRevoke(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
 	return nil, nil
 }

@@ -1,10 +1,214 @@
 package mirakl
 
 import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"html"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
 )
+
+const (
+	testClientID     = "test-client-id"
+	testClientSecret = "s3cr3t-CLIENT-secret-7f3a9c" // distinctive, so leak checks can look for it
+	testTokenPrefix  = "tok-LEAKCHECK-"
+)
+
+// testClock is the engine's clock in tests: time moves only when a test says so.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// syncBuffer collects plugin logs from concurrent goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// testEnv is one mount with its storage, clock, logs and fake Mirakl; its
+// methods read like a user's session.
+type testEnv struct {
+	t       *testing.T
+	ctx     context.Context
+	backend *backend
+	storage *logical.InmemStorage
+	clock   *testClock
+	fake    *fakemirakl.Server
+	logs    *syncBuffer
+}
+
+func newTestEnv(t *testing.T, fakeOpts ...fakemirakl.Option) *testEnv {
+	t.Helper()
+	fake := fakemirakl.New(testClientID, testClientSecret, append([]fakemirakl.Option{fakemirakl.WithTokenPrefix(testTokenPrefix)}, fakeOpts...)...)
+	t.Cleanup(fake.Close)
+	return newTestEnvWithFake(t, fake)
+}
+
+func newTestEnvWithFake(t *testing.T, fake *fakemirakl.Server) *testEnv {
+	t.Helper()
+	logs := &syncBuffer{}
+	storage := &logical.InmemStorage{}
+	config := logical.TestBackendConfig()
+	config.StorageView = storage
+	config.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: logs})
+
+	clock := &testClock{now: time.Date(2026, 11, 28, 11, 0, 0, 0, time.UTC)}
+	b, err := newBackend(context.Background(), config, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.retries = retryPolicy{MaxRetries: 4, WaitMin: 5 * time.Millisecond, WaitMax: 50 * time.Millisecond}
+	t.Cleanup(func() { b.Cleanup(context.Background()) })
+	return &testEnv{t: t, ctx: context.Background(), backend: b, storage: storage, clock: clock, fake: fake, logs: logs}
+}
+
+func (e *testEnv) request(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	return e.backend.HandleRequest(e.ctx, &logical.Request{
+		Operation:  op,
+		Path:       path,
+		Data:       data,
+		Storage:    e.storage,
+		MountPoint: "mirakl/",
+	})
+}
+
+// Configure writes a valid config pointing at the fake, with extra fields on top.
+func (e *testEnv) Configure(extra map[string]any) {
+	e.t.Helper()
+	data := map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": e.fake.TokenURL()}
+	for k, v := range extra {
+		data[k] = v
+	}
+	resp, err := e.WriteConfig(data)
+	requireOK(e.t, resp, err)
+}
+
+func (e *testEnv) WriteConfig(data map[string]any) (*logical.Response, error) {
+	op := logical.CreateOperation
+	if exists, _ := e.backend.pathConfigExistenceCheck(e.ctx, &logical.Request{Storage: e.storage}, nil); exists {
+		op = logical.UpdateOperation
+	}
+	return e.request(op, "config", data)
+}
+
+func (e *testEnv) ReadConfig() (*logical.Response, error) {
+	return e.request(logical.ReadOperation, "config", nil)
+}
+
+func (e *testEnv) DeleteConfig() (*logical.Response, error) {
+	return e.request(logical.DeleteOperation, "config", nil)
+}
+
+func (e *testEnv) ReadToken(data map[string]any) (*logical.Response, error) {
+	return e.request(logical.ReadOperation, "token", data)
+}
+
+// MustReadToken reads a token and returns its response and access token.
+func (e *testEnv) MustReadToken() (*logical.Response, string) {
+	e.t.Helper()
+	resp, err := e.ReadToken(nil)
+	requireOK(e.t, resp, err)
+	return resp, resp.Data["access_token"].(string)
+}
+
+func (e *testEnv) RevokeLease(resp *logical.Response) (*logical.Response, error) {
+	return e.backend.HandleRequest(e.ctx, &logical.Request{Operation: logical.RevokeOperation, Secret: resp.Secret, Storage: e.storage})
+}
+
+func (e *testEnv) RenewLease(resp *logical.Response) (*logical.Response, error) {
+	return e.backend.HandleRequest(e.ctx, &logical.Request{Operation: logical.RenewOperation, Secret: resp.Secret, Storage: e.storage})
+}
+
+func requireOK(t *testing.T, resp *logical.Response, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("unexpected error: %v", err)
+	}
+	if resp != nil && resp.IsError() {
+		t.Fatalf("unexpected error response: %v", resp.Error())
+	}
+}
+
+// requireUserError asserts a 400: an error response that mentions want, and no error.
+func requireUserError(t *testing.T, resp *logical.Response, err error, want string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("want an error response, got error %v", err)
+	}
+	if resp == nil || !resp.IsError() {
+		t.Fatalf("want an error response, got %#v", resp)
+	}
+	if !strings.Contains(resp.Error().Error(), want) {
+		t.Fatalf("error %q does not mention %q", resp.Error(), want)
+	}
+}
+
+// requireStatus asserts an error that Vault turns into the given HTTP status.
+func requireStatus(t *testing.T, resp *logical.Response, err error, status int, want string) {
+	t.Helper()
+	// What Vault's HTTP layer does with a handler's answer.
+	got, _ := logical.RespondErrorCommon(&logical.Request{Operation: logical.ReadOperation}, resp, err)
+	logical.AdjustErrorStatusCode(&got, err)
+	if got != status {
+		t.Fatalf("want HTTP %d, got %d (resp %#v, err %v)", status, got, resp, err)
+	}
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	} else if resp != nil && resp.IsError() {
+		msg = resp.Error().Error()
+	}
+	if !strings.Contains(msg, want) {
+		t.Fatalf("error %q does not mention %q", msg, want)
+	}
+}
+
+// serialized is everything a client could see of a response.
+func serialized(t *testing.T, resp *logical.Response) string {
+	t.Helper()
+	raw, err := json.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
 
 // recordingHandler keeps the last request it passed on.
 type recordingHandler struct {
@@ -22,4 +226,30 @@ func newLoopbackServer(t *testing.T, h http.Handler) string {
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
 	return s.URL
+}
+
+// forgetToken drops the cached token, so that the next read fetches.
+func (b *backend) forgetToken() {
+	if mount := b.loadedMount(); mount != nil {
+		mount.cache.mu.Lock()
+		mount.cache.token = nil
+		mount.cache.mu.Unlock()
+	}
+}
+
+// settle waits for the background refreshes that reads or the periodic function started.
+func (e *testEnv) settle() { e.backend.background.Wait() }
+
+// secretSpellings is the secret as an echoing server could send it back.
+func secretSpellings(secret string) []string {
+	jsonEscaped, _ := json.Marshal(secret)
+	return []string{
+		secret,
+		url.QueryEscape(secret),
+		strings.ToLower(url.QueryEscape(secret)),
+		url.PathEscape(secret),
+		strings.Trim(string(jsonEscaped), `"`),
+		html.EscapeString(secret),
+		base64.StdEncoding.EncodeToString([]byte(secret)),
+	}
 }

@@ -1,20 +1,24 @@
 package mirakl
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
 )
 
-// refusalHold is how long reads fail fast after Mirakl refused the
-// credentials, so that a bad secret does not turn every read into a request.
-const refusalHold = 30 * time.Second
+const (
+	// refusalHold is how long reads fail fast after Mirakl refused the
+	// credentials, so that a bad secret does not turn every read into a request.
+	refusalHold = 30 * time.Second
+	// Background attempts after a failure spread out from the first to the
+	// last wait, doubling, so that an outage costs Mirakl about one request a
+	// minute rather than one per read.
+	backgroundRetryFirst = 5 * time.Second
+	backgroundRetryLast  = time.Minute
+)
 
 // cachedToken is a token with its lifetime placed on the engine's clock.
 type cachedToken struct {
@@ -22,6 +26,9 @@ type cachedToken struct {
 	issuedAt    time.Time
 	expiresAt   time.Time
 	fingerprint string
+	// read: a reader got this token, so its successor is worth fetching
+	// ahead of time. A token nobody read is left to expire.
+	read atomic.Bool
 }
 
 func newCachedToken(f *fetchedToken, now time.Time) *cachedToken {
@@ -40,163 +47,144 @@ func (t *cachedToken) lifetime() time.Duration { return t.expiresAt.Sub(t.issued
 // servable: a lease must be at least a second long; Vault turns 0 into its default TTL.
 func (t *cachedToken) servable(now time.Time) bool { return t.remaining(now) >= time.Second }
 
-// satisfies reports whether the token may be handed out to a reader asking for minTTL.
-func (t *cachedToken) satisfies(now time.Time, minTTL time.Duration) bool {
-	if !t.servable(now) {
-		return false
-	}
-	if minTTL > t.lifetime() {
-		// No token Mirakl issues can meet it: fetching on every read would not
-		// help and would hammer Mirakl, so reuse the token for half its life.
-		minTTL = t.lifetime() / 2
-	}
-	return t.remaining(now) >= minTTL
+// reusableFor caps a wanted remaining life at half the token's lifetime, so
+// that no min_ttl, however large, makes more than two requests per lifetime.
+func (t *cachedToken) reusableFor(minTTL time.Duration) time.Duration {
+	return min(minTTL, t.lifetime()/2)
 }
 
-// tokenCache holds one mount's token. A generation number ties each fetch to
-// the config it started under, so a fetch that a config change overtook
-// cannot install a token of the old credentials.
+// tokenCache is one config's token and what the engine knows of its requests
+// to Mirakl: the last failure, when to try again in the background, and
+// whether a refusal holds. A config change replaces the whole cache.
 type tokenCache struct {
-	mu           sync.Mutex
-	generation   uint64
-	token        *cachedToken
+	mu    sync.Mutex
+	token *cachedToken
+	// failure is the last request's error while no request has succeeded since.
+	failure error
+	// failures counts consecutive failed requests; it spaces background attempts.
+	failures int
+	// nextAttempt is the earliest time of the next background attempt.
+	nextAttempt time.Time
+	// refusedUntil: a refusal fails reads fast until then, and stops
+	// background attempts until a request succeeds.
 	refusal      error
 	refusedUntil time.Time
-	flights      singleflight.Group
+	// backgroundRunning: a background refresh is on its way.
+	backgroundRunning bool
+
+	flights singleflight.Group
 }
 
-func (c *tokenCache) reset() {
+// current returns the cached token (nil if none) and the refusal that still
+// holds at now, if any.
+func (c *tokenCache) current(now time.Time) (*cachedToken, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.generation++
-	c.token, c.refusal = nil, nil
+	if c.refusal != nil && now.Before(c.refusedUntil) {
+		return c.token, c.refusal
+	}
+	return c.token, nil
 }
 
-func (c *tokenCache) seed(t *cachedToken) {
+// lastFailure is the error of the last request if none succeeded since.
+func (c *tokenCache) lastFailure() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failure
+}
+
+// retryDue reports whether a request may go to Mirakl now for a reader that
+// has a servable token: not while an earlier failure's backoff runs.
+func (c *tokenCache) retryDue(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refusal == nil && !now.Before(c.nextAttempt)
+}
+
+// claimBackground marks a background refresh as started, unless one runs,
+// the backoff of an earlier failure has not run out, or a refusal stopped them.
+func (c *tokenCache) claimBackground(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.backgroundRunning || c.refusal != nil || now.Before(c.nextAttempt) {
+		return false
+	}
+	c.backgroundRunning = true
+	return true
+}
+
+func (c *tokenCache) backgroundDone() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.backgroundRunning = false
+}
+
+// succeeded installs a fresh token and forgets earlier failures.
+func (c *tokenCache) succeeded(t *cachedToken) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.token = t
+	c.failure, c.failures, c.nextAttempt, c.refusal = nil, 0, time.Time{}, nil
 }
 
-// lookup returns the cached token, the current generation, and the refusal
-// that still holds at now, if any.
-func (c *tokenCache) lookup(now time.Time) (*cachedToken, uint64, error) {
+// failed records a failed request and when the background may try again:
+// after Mirakl's Retry-After if it sent one, else after a growing backoff.
+func (c *tokenCache) failed(err error, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var refusal error
-	if c.refusal != nil && now.Before(c.refusedUntil) {
-		refusal = c.refusal
+	c.failure = err
+	c.failures++
+	wait := jittered(backgroundRetryFirst, backgroundRetryLast, c.failures-1)
+	var upstream *UpstreamError
+	if errors.As(err, &upstream) && upstream.RetryAfter > wait {
+		wait = upstream.RetryAfter
 	}
-	return c.token, c.generation, refusal
-}
-
-func (c *tokenCache) store(generation uint64, t *cachedToken) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if generation == c.generation {
-		c.token, c.refusal = t, nil
-	}
-}
-
-func (c *tokenCache) refuse(generation uint64, err error, until time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if generation == c.generation {
-		c.refusal, c.refusedUntil = err, until
+	c.nextAttempt = now.Add(wait)
+	if errors.Is(err, ErrCredentialsRefused) {
+		c.refusal, c.refusedUntil = err, now.Add(refusalHold)
 	}
 }
 
-// evict drops the cached token if it is the one with this fingerprint.
-func (c *tokenCache) evict(fingerprint string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.token != nil && c.token.fingerprint == fingerprint {
-		c.token = nil
-		return true
-	}
-	return false
+// cacheStatus is what mirakl/status shows of a cache: nothing secret.
+type cacheStatus struct {
+	token             *cachedToken
+	nextAttempt       time.Time
+	refusedUntil      time.Time
+	backgroundStopped bool
 }
 
-var errNotConfigured = errors.New("not configured")
+func (c *tokenCache) status() cacheStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cacheStatus{
+		token:             c.token,
+		nextAttempt:       c.nextAttempt,
+		refusedUntil:      c.refusedUntil,
+		backgroundStopped: c.refusal != nil,
+	}
+}
 
-// token returns a token for a reader that needs minTTL of life (nil: the
-// config's min_ttl), with warnings for the reader. It reuses the cached token
-// when it can, and otherwise lets one request per mount go to Mirakl.
-func (b *backend) token(ctx context.Context, s logical.Storage, minTTL *time.Duration) (*cachedToken, []string, error) {
-	cfg, client, err := b.currentConfig(ctx, s)
+// upstreamStats counts the requests to Mirakl since the plugin started, for status.
+type upstreamStats struct {
+	mu       sync.Mutex
+	requests uint64
+	failures uint64
+	lastAt   time.Time
+	lastErr  error // nil: the last request brought a token
+}
+
+func (s *upstreamStats) record(at time.Time, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests++
 	if err != nil {
-		return nil, nil, err
+		s.failures++
 	}
-	if cfg == nil {
-		return nil, nil, errNotConfigured
-	}
-	need := cfg.MinTTL
-	if minTTL != nil {
-		need = *minTTL
-	}
-
-	now := b.now()
-	cached, generation, refusal := b.tokens.lookup(now)
-	if cached != nil && cached.satisfies(now, need) {
-		return cached, shortLifeWarning(cached, now, need), nil
-	}
-
-	var tok *cachedToken
-	err = refusal // while a refusal holds, fail fast rather than ask Mirakl again
-	if err == nil {
-		tok, err = b.refresh(ctx, client, generation, cached, need)
-	}
-	if err != nil {
-		now = b.now()
-		if cached != nil && cached.servable(now) {
-			warning := fmt.Sprintf("serving the cached token, which has %s left: a new one could not be had (%v)",
-				cached.remaining(now).Round(time.Second), err)
-			return cached, []string{warning}, nil
-		}
-		return nil, nil, err
-	}
-	return tok, shortLifeWarning(tok, b.now(), need), nil
+	s.lastAt, s.lastErr = at, err
 }
 
-// refresh fetches a new token in a flight shared by every concurrent reader of this generation.
-func (b *backend) refresh(ctx context.Context, client *tokenClient, generation uint64, seen *cachedToken, need time.Duration) (*cachedToken, error) {
-	result, err, _ := b.tokens.flights.Do(strconv.FormatUint(generation, 10), func() (any, error) {
-		// A flight that ended just before this one started may already have
-		// brought what this reader needs.
-		now := b.now()
-		if current, _, refusal := b.tokens.lookup(now); refusal != nil {
-			return nil, refusal
-		} else if current != nil && current != seen && current.satisfies(now, need) {
-			return current, nil
-		}
-
-		// Readers that gave up must not cancel the request others wait on;
-		// request_timeout bounds it.
-		fetched, err := client.fetch(context.WithoutCancel(ctx))
-		now = b.now()
-		if err != nil {
-			if errors.Is(err, ErrCredentialsRefused) {
-				b.tokens.refuse(generation, err, now.Add(refusalHold))
-			}
-			b.Logger().Warn("token request to Mirakl failed", "error", err)
-			return nil, err
-		}
-		tok := newCachedToken(fetched, now)
-		b.tokens.store(generation, tok)
-		b.Logger().Debug("fetched a new token", "fingerprint", tok.fingerprint, "expires_in", fetched.ExpiresIn)
-		return tok, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return result.(*cachedToken), nil
-}
-
-func shortLifeWarning(t *cachedToken, now time.Time, need time.Duration) []string {
-	left := t.remaining(now)
-	if left >= need {
-		return nil
-	}
-	return []string{fmt.Sprintf("the token has %s left, less than the min_ttl of %s: Mirakl issues tokens that live %s",
-		left.Round(time.Second), need, t.lifetime().Round(time.Second))}
+func (s *upstreamStats) snapshot() (requests, failures uint64, lastAt time.Time, lastErr error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests, s.failures, s.lastAt, s.lastErr
 }

@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -29,13 +30,15 @@ const (
 // repoRoot is where the examples live, relative to this package.
 const repoRoot = ".."
 
-// testEnv is one Vault server with the plugin, an audit device, and the fake
-// Mirakl accounts it talks to. At the end of the test it checks that no
-// client secret or access token appears where it must not.
+// testEnv is one Vault server, or a cluster of them, with the plugin, an audit
+// device, and the fake Mirakl accounts it talks to. At the end of the test it
+// checks that every process stopped and that no client secret or access
+// token appears where it must not.
 type testEnv struct {
 	t        *testing.T
 	bins     vaulttest.Env
-	vault    *vaulttest.Server
+	vault    *vaulttest.Server  // the single server; nil in a cluster's env
+	cluster  *vaulttest.Cluster // nil in a single server's env
 	dir      string
 	audit    string // audit log path
 	accounts []*account
@@ -60,18 +63,47 @@ func newEnv(t *testing.T) *testEnv {
 // newEnvWith starts a server with opts; a non-dev server is initialised and unsealed.
 func newEnvWith(t *testing.T, opts vaulttest.Options) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, bins: vaulttest.RequireEnv(t), dir: t.TempDir()}
-	e.audit = filepath.Join(e.dir, "audit.log")
+	e := prepareEnv(t)
 	opts.Dir = filepath.Join(e.dir, "vault")
-	// Registered before the server starts, so it runs after the server
-	// stopped and flushed its logs.
-	t.Cleanup(e.checkNoLeak)
 	e.vault = vaulttest.Start(t, e.bins, opts)
 	if opts.Storage != vaulttest.StorageDev {
 		e.vault.Init(t)
 	}
 	e.root().MustRun(t, "audit", "enable", "file", "file_path="+e.audit)
 	return e
+}
+
+// newClusterEnv starts an n-node cluster with a file audit device. The plugin
+// is in the nodes' shared plugin directory but not yet registered.
+func newClusterEnv(t *testing.T, n int) *testEnv {
+	t.Helper()
+	e := prepareEnv(t)
+	e.cluster = vaulttest.StartCluster(t, e.bins, n)
+	e.cluster.Leader(t).CLI().MustRun(t, "audit", "enable", "file", "file_path="+e.audit)
+	return e
+}
+
+// prepareEnv is an env without servers. Its checks are registered before any
+// server starts, so that they run after every server stopped and flushed its
+// logs.
+func prepareEnv(t *testing.T) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, bins: vaulttest.RequireEnv(t), dir: t.TempDir()}
+	e.audit = filepath.Join(e.dir, "audit.log")
+	t.Cleanup(e.checkStopped)
+	t.Cleanup(e.checkNoLeak)
+	return e
+}
+
+// servers are the single server or the cluster's nodes, whichever started.
+func (e *testEnv) servers() []*vaulttest.Server {
+	switch {
+	case e.cluster != nil:
+		return e.cluster.Nodes
+	case e.vault != nil:
+		return []*vaulttest.Server{e.vault}
+	}
+	return nil
 }
 
 func (e *testEnv) root() *vaulttest.CLI { return e.vault.CLI() }
@@ -81,9 +113,11 @@ func (e *testEnv) root() *vaulttest.CLI { return e.vault.CLI() }
 func (e *testEnv) newAccount(name string, opts ...fakemirakl.Option) *account {
 	e.t.Helper()
 	a := &account{
-		name:         name,
-		clientID:     "e2e-client-" + name,
-		clientSecret: secretMarker + "-" + name + "-" + randomHex(),
+		name:     name,
+		clientID: "e2e-client-" + name,
+		// Characters that a form, a URL, JSON and HTML all encode, so that
+		// an echo in any of them would still show the marker.
+		clientSecret: secretMarker + "-" + name + `+/=&%"<>` + randomHex(),
 	}
 	opts = append([]fakemirakl.Option{fakemirakl.WithTokenPrefix(tokenMarker + "-" + name + "-")}, opts...)
 	a.fake = fakemirakl.New(a.clientID, a.clientSecret, opts...)
@@ -116,6 +150,25 @@ func (e *testEnv) configure(mount string, a *account, extra ...string) {
 		"token_url=" + a.fake.TokenURL(),
 	}, extra...)
 	e.root().MustRun(e.t, args...)
+}
+
+// checkConfig reads mount/config with cli and fails the test unless it names
+// a's client and token endpoint and hides the client secret; when says at
+// which point of the test. It returns the config for further checks.
+func checkConfig(t *testing.T, cli *vaulttest.CLI, mount string, a *account, when string) map[string]any {
+	t.Helper()
+	var read struct {
+		Data map[string]any `json:"data"`
+	}
+	cli.MustRunJSON(t, &read, "read", "-format=json", mount+"/config")
+	cfg := read.Data
+	if cfg["client_id"] != a.clientID || cfg["token_url"] != a.fake.TokenURL() {
+		t.Errorf("vault read %s/config %s: %v, want client_id %s and token_url %s", mount, when, cfg, a.clientID, a.fake.TokenURL())
+	}
+	if _, ok := cfg["client_secret"]; ok {
+		t.Errorf("vault read %s/config %s returns client_secret: %v", mount, when, cfg)
+	}
+	return cfg
 }
 
 // leasedToken is `vault read -format=json <mount>/token`.
@@ -169,38 +222,76 @@ func denied(t *testing.T, r *vaulttest.Result) {
 	}
 }
 
+// checkStopped checks, once the harness has stopped everything, that no
+// server and no process out of a plugin directory is left.
+func (e *testEnv) checkStopped() {
+	t := e.t
+	pluginDirs := map[string]bool{} // a cluster's nodes share theirs
+	for _, s := range e.servers() {
+		if p := s.Process(); p != nil && !p.Exited() {
+			t.Errorf("%s (pid %d) still runs after the test", s.Opts.Name, p.PID())
+		}
+		pluginDirs[s.PluginDir] = true
+	}
+	for dir := range pluginDirs {
+		// Killed with their server's process group, plugins may take a moment
+		// to be gone from the process list.
+		deadline := time.Now().Add(5 * time.Second)
+		pids, err := vaulttest.ProcessesIn(dir)
+		for err == nil && len(pids) > 0 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			pids, err = vaulttest.ProcessesIn(dir)
+		}
+		switch {
+		case err != nil:
+			t.Errorf("checking for plugin processes: %v", err)
+		case len(pids) > 0:
+			t.Errorf("plugin processes %v out of %s still run after the test", pids, dir)
+		}
+	}
+}
+
 // checkNoLeak looks for every client secret and every access token issued
-// in the audit log, the server log, extra logs and every CLI output except
+// in the audit log, the server logs, extra logs and every CLI output except
 // the token reads themselves.
 func (e *testEnv) checkNoLeak() {
 	t := e.t
-	if e.vault == nil {
+	servers := e.servers()
+	if len(servers) == 0 {
 		return
 	}
 	needles := append([]string{secretMarker, tokenMarker}, e.secrets...)
 	for _, a := range e.accounts {
-		needles = append(needles, a.clientSecret)
+		needles = append(needles, a.clientSecret, base64.StdEncoding.EncodeToString([]byte(a.clientSecret)))
 		needles = append(needles, a.fake.IssuedTokens()...)
 	}
 
 	type haystack struct{ where, text string }
 	var stacks []haystack
-	for _, path := range append([]string{e.audit, e.vault.LogPath}, e.extraLog...) {
+	paths := append([]string{e.audit}, e.extraLog...)
+	for _, s := range servers {
+		paths = append(paths, s.LogPath)
+	}
+	for _, path := range paths {
 		data, err := os.ReadFile(path)
-		if err != nil {
+		switch {
+		case err != nil && t.Failed():
+			continue // a test that stopped early may not have enabled the audit device
+		case err != nil:
 			t.Errorf("leak check: %v", err)
 			continue
-		}
-		if len(data) == 0 {
+		case len(data) == 0:
 			t.Errorf("leak check: %s is empty, so the check would prove nothing", path)
 		}
 		stacks = append(stacks, haystack{path, string(data)})
 	}
-	for _, r := range e.vault.Transcript() {
-		if isTokenRead(r.Args) && r.ExitCode == 0 {
-			continue // its output is the token; a failed read must not show one
+	for _, s := range servers {
+		for _, r := range s.Transcript() {
+			if isTokenRead(r.Args) && r.ExitCode == 0 {
+				continue // its output is the token; a failed read must not show one
+			}
+			stacks = append(stacks, haystack{"the output of vault " + strings.Join(r.Args, " ") + " on " + s.Opts.Name, r.Output()})
 		}
-		stacks = append(stacks, haystack{"the output of vault " + strings.Join(r.Args, " "), r.Output()})
 	}
 	for _, s := range stacks {
 		for _, n := range needles {

@@ -3,7 +3,10 @@
 package e2e
 
 import (
+	"encoding/json"
+	"html"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -50,17 +53,40 @@ func TestNoLeak(t *testing.T) {
 	})
 
 	t.Run("upstream failures", func(t *testing.T) {
-		cli.MustRun(t, "lease", "revoke", "-sync", "-prefix", "mirakl/token")
-		// More faults than the client retries, so that the read fails.
-		for range 10 {
+		// A config write without verify drops the cached token, asking nothing.
+		cli.MustRun(t, "write", "mirakl/config", "verify=false")
+		// One failure per attempt of the read (the first and four retries).
+		for range 5 {
 			acme.fake.Enqueue(fakemirakl.HTMLError(http.StatusBadGateway))
 		}
 		r := cli.MustFail(t, "read", "mirakl/token")
-		if !strings.Contains(r.Output(), "502") {
-			t.Errorf("an upstream failure should be a 502:\n%s", r.Output())
+		if !strings.Contains(r.Output(), "Code: 502") || !strings.Contains(r.Output(), "HTTP 502 (text/html") {
+			t.Errorf("an upstream failure should be a 502 that names Mirakl's answer:\n%s", r.Output())
 		}
 		acme.fake.Enqueue(fakemirakl.OAuthError(http.StatusUnauthorized, "invalid_client", "Client authentication failed"))
-		cli.MustFail(t, "write", "mirakl/config", "client_secret="+acme.clientSecret)
+		r = cli.MustFail(t, "write", "mirakl/config", "client_secret="+acme.clientSecret)
+		if !strings.Contains(r.Output(), "Code: 400") || !strings.Contains(r.Output(), `error "invalid_client", Client authentication failed`) {
+			t.Errorf("a refusal on a config write should be a 400 that names the OAuth error:\n%s", r.Output())
+		}
+	})
+
+	t.Run("an upstream that echoes the request", func(t *testing.T) {
+		cli.MustRun(t, "write", "mirakl/config", "verify=false")
+		echoes := []fakemirakl.Fault{
+			{Status: http.StatusBadRequest, ContentType: "application/json", Echo: func(form string) string {
+				decoded, _ := url.QueryUnescape(form)
+				raw, _ := json.Marshal(map[string]string{"error": "invalid_request", "error_description": "got " + decoded + " / " + form})
+				return string(raw)
+			}},
+			{Status: http.StatusOK, ContentType: "text/plain", Echo: func(form string) string { return form }},
+			{Status: http.StatusForbidden, ContentType: "text/html", Echo: func(form string) string { return "<p>" + html.EscapeString(form) + "</p>" }},
+		}
+		for _, echo := range echoes {
+			acme.fake.Enqueue(echo)
+			cli.MustFail(t, "read", "mirakl/token")
+			cli.MustRun(t, "write", "mirakl/config", "verify=false") // ends the refusal hold
+		}
+		cli.MustRun(t, "read", "mirakl/status")
 	})
 
 	t.Run("the audit log saw the secret, hashed", func(t *testing.T) {

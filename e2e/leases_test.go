@@ -7,8 +7,10 @@ import (
 	"testing"
 )
 
-// Revoking a lease drops the cached token; disabling the mount with leases
-// outstanding works, since revoking a Mirakl token lease never fails.
+// A lease ending, however it ends (revoke, revoke -prefix, the reader's Vault
+// token revoked or expired), leaves the shared token cached: no request to
+// Mirakl. "vault write -f mirakl/config" replaces it. Disabling the mount
+// with leases outstanding works, since revoking a lease never fails.
 func TestLeases(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -16,41 +18,67 @@ func TestLeases(t *testing.T) {
 	e.mount("mirakl")
 	e.configure("mirakl", acme)
 	cli := e.root()
-	const expiresIn = 3599
+	cached := readToken(t, cli, "mirakl")
+	requests := acme.fake.Requests()
 
-	first := readToken(t, cli, "mirakl")
+	stillCached := func(t *testing.T, after string) {
+		t.Helper()
+		if again := readToken(t, cli, "mirakl"); again.accessToken() != cached.accessToken() {
+			t.Fatalf("after %s the cached token was replaced", after)
+		}
+		if got := acme.fake.Requests(); got != requests {
+			t.Fatalf("after %s the fake saw %d more requests", after, got-requests)
+		}
+	}
 
 	t.Run("vault lease revoke", func(t *testing.T) {
-		out := cli.MustRun(t, "lease", "revoke", first.LeaseID)
+		lease := readToken(t, cli, "mirakl")
+		out := cli.MustRun(t, "lease", "revoke", lease.LeaseID)
 		if !strings.Contains(out, "queued successfully") && !strings.Contains(out, "Success") {
 			t.Errorf("vault lease revoke: %s", out)
 		}
-		e.waitLeaseGone(first.LeaseID)
-		next := readToken(t, cli, "mirakl")
-		if next.accessToken() == first.accessToken() {
-			t.Fatal("after revoking its lease the same token is served again")
-		}
-		issuedBy(t, acme, next.accessToken())
-		// Fetched by this very read: the lease is the token's whole life.
-		if next.LeaseDuration != expiresIn {
-			t.Errorf("lease_duration of a fresh token %d, want the fake's expires_in %d", next.LeaseDuration, expiresIn)
-		}
-		first = next
+		e.waitLeaseGone(lease.LeaseID)
+		stillCached(t, "vault lease revoke")
 	})
 
 	t.Run("vault lease revoke -prefix mirakl/token", func(t *testing.T) {
-		again := readToken(t, cli, "mirakl")
-		if again.accessToken() != first.accessToken() {
-			t.Fatalf("a second read got a new token instead of the cached one")
-		}
+		lease := readToken(t, cli, "mirakl")
 		cli.MustRun(t, "lease", "revoke", "-prefix", "mirakl/token")
-		e.waitLeaseGone(first.LeaseID)
-		e.waitLeaseGone(again.LeaseID)
-		next := readToken(t, cli, "mirakl")
-		if next.accessToken() == first.accessToken() {
-			t.Fatal("after revoke -prefix the same token is served again")
+		e.waitLeaseGone(lease.LeaseID)
+		e.waitLeaseGone(cached.LeaseID)
+		stillCached(t, "vault lease revoke -prefix")
+	})
+
+	cli.MustRun(t, "policy", "write", "mirakl-reader", "../examples/policies/mirakl-reader.hcl")
+	t.Run("vault token revoke -self", func(t *testing.T) {
+		reader := e.vault.CLIWithToken(strings.TrimSpace(cli.MustRun(t, "token", "create", "-policy=mirakl-reader", "-field=token")))
+		lease := readToken(t, reader, "mirakl")
+		reader.MustRun(t, "token", "revoke", "-self")
+		e.waitLeaseGone(lease.LeaseID)
+		stillCached(t, "the reader's Vault token was revoked")
+	})
+
+	t.Run("the reader's Vault token expires", func(t *testing.T) {
+		reader := e.vault.CLIWithToken(strings.TrimSpace(cli.MustRun(t, "token", "create",
+			"-policy=mirakl-reader", "-ttl=2s", "-explicit-max-ttl=2s", "-field=token")))
+		lease := readToken(t, reader, "mirakl")
+		e.waitLeaseGone(lease.LeaseID) // Vault revokes a token's leases when it expires
+		stillCached(t, "the reader's Vault token expired")
+	})
+
+	t.Run("vault write -f mirakl/config", func(t *testing.T) {
+		cli.MustRun(t, "write", "-f", "mirakl/config")
+		fresh := readToken(t, cli, "mirakl")
+		if fresh.accessToken() == cached.accessToken() {
+			t.Fatal("rewriting the config kept the cached token")
 		}
-		issuedBy(t, acme, next.accessToken())
+		issuedBy(t, acme, fresh.accessToken())
+		if got := acme.fake.Requests(); got != requests+1 {
+			t.Errorf("rewriting the config made %d requests, want 1 (the verification, whose token is served)", got-requests)
+		}
+		if fresh.LeaseDuration != 3599 {
+			t.Errorf("lease_duration of a fresh token %d, want the fake's expires_in", fresh.LeaseDuration)
+		}
 	})
 
 	t.Run("vault secrets disable with leases outstanding", func(t *testing.T) {

@@ -2,7 +2,13 @@
 #
 # It writes and rotates the client credentials (the client secret is
 # write-only: reading the config never shows it), reads tokens to check the
-# setup, and revokes the mount's leases after a rotation or an incident.
+# setup, watches the engine's dealings with Mirakl (mirakl/status), and
+# cleans up the mount's leases.
+#
+# "update" on mirakl/config does not let anyone send the stored secret
+# elsewhere: a write that changes token_url or ca_cert must carry
+# client_secret too. To replace the cached token (after a rotation or an
+# incident), rewrite the config: vault write -f mirakl/config.
 #
 # One mount is one Mirakl account: for another mount, copy this file and
 # replace "mirakl/" with that mount's path.
@@ -17,8 +23,13 @@ path "mirakl/token" {
   capabilities = ["read"]
 }
 
-# vault lease revoke -prefix mirakl/token: revoke every token lease of this
-# mount (and drop its cached token), e.g. after rotating the client secret.
+path "mirakl/status" {
+  capabilities = ["read"]
+}
+
+# vault lease revoke -prefix mirakl/token: end every token lease of this mount.
+# The cached token stays (Mirakl cannot revoke it); rewrite the config for a
+# new one.
 path "sys/leases/revoke-prefix/mirakl/token" {
   capabilities = ["update", "sudo"]
 }

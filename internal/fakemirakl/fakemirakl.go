@@ -8,11 +8,13 @@
 package fakemirakl
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -39,6 +41,9 @@ type Fault struct {
 	Reset bool
 	// BodySize pads a 200 answer's body to this many bytes.
 	BodySize int
+	// Echo, when set, makes the body Echo(the request's raw body): a proxy
+	// or server that repeats what it was sent, secret included.
+	Echo func(requestBody string) string
 }
 
 // Some faults the real endpoint is known or expected to produce.
@@ -61,6 +66,12 @@ func RateLimited(retryAfter string) Fault {
 		f.Header = map[string]string{"Retry-After": retryAfter}
 	}
 	return f
+}
+
+// Redirect answers with a redirect to location, as a misconfigured proxy or a
+// hostile endpoint might, to take the form (secret included) elsewhere.
+func Redirect(status int, location string) Fault {
+	return Fault{Status: status, ContentType: "text/html", Header: map[string]string{"Location": location}}
 }
 
 func Slow(d time.Duration) Fault { return Fault{Delay: d} }
@@ -226,6 +237,10 @@ func (s *Server) nextFault() (Fault, bool) {
 }
 
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	// Read the body first: only then does net/http notice a client that goes
+	// away, and cancel the wait of a slow answer.
+	raw, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	r.Body = io.NopCloser(bytes.NewReader(raw))
 	fault, faulty := s.nextFault()
 	if fault.Delay > 0 {
 		select {
@@ -239,6 +254,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if faulty && fault.Status != 0 {
+		if fault.Echo != nil {
+			fault.Body = fault.Echo(string(raw))
+		}
 		writeFault(w, fault)
 		return
 	}
