@@ -12,10 +12,15 @@ import (
 )
 
 func main() {
+	// JSON, so that Vault logs our lines at their level rather than all as debug.
+	logger := hclog.New(&hclog.LoggerOptions{Name: "vault-plugin-mirakl", JSONFormat: true})
+	// First, so that a Vault that dies from here on takes the plugin with it.
+	exitWithParent(logger, os.Getppid())
+
 	meta := &api.PluginAPIClientMeta{}
 	flags := meta.FlagSet()
 	if err := flags.Parse(os.Args[1:]); err != nil {
-		fatal(err)
+		fatal(logger, err)
 	}
 
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
@@ -23,11 +28,11 @@ func main() {
 		// Only Vault versions without AutoMTLS use it.
 		TLSProviderFunc: api.VaultPluginTLSProvider(meta.GetTLSConfig()),
 	}); err != nil {
-		fatal(err)
+		fatal(logger, err)
 	}
 }
 
-func fatal(err error) {
-	hclog.New(&hclog.LoggerOptions{Name: "vault-plugin-mirakl"}).Error("plugin shutting down", "error", err)
+func fatal(logger hclog.Logger, err error) {
+	logger.Error("plugin shutting down", "error", err)
 	os.Exit(1)
 }
