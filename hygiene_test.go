@@ -103,7 +103,7 @@ func TestSecretHygiene(t *testing.T) {
 		record(env.ReadToken(nil))
 		record(env.ReadToken(map[string]any{"min_ttl": "1s"}))
 		record(env.request(logical.ReadOperation, "status", nil))
-		configure(nil) // verify fails the same way
+		configure(nil)                                                             // verify fails the same way
 		record(env.WriteConfig(map[string]any{"min_ttl": "10m", "verify": false})) // also clears the refusal hold
 	}
 	fake.FailRandomly(0, fakemirakl.Fault{})

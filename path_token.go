@@ -76,10 +76,12 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	resp := b.Secret(secretTokenType).Response(data, map[string]any{
 		internalFingerprint: tok.fingerprint,
+		internalExpiresAt:   tok.expiresAt.UTC().Format(time.RFC3339Nano),
 	})
+	// Renewable up to the token's expiry and no further (secretTokenRenew).
 	resp.Secret.TTL = left
 	resp.Secret.MaxTTL = left
-	resp.Secret.Renewable = false
+	resp.Secret.Renewable = true
 	for _, w := range warnings {
 		resp.AddWarning(w)
 	}
@@ -183,11 +185,23 @@ func (b *backend) refreshAhead(context.Context, *logical.Request) error {
 		return nil
 	}
 	now := b.now()
-	tok, _ := mount.cache.current(now)
-	if tok != nil && tok.read.Load() && tok.servable(now) && tok.remaining(now) < refreshPoint(mount.config, tok) {
-		b.refreshInBackground(mount)
+	if tok, _ := mount.cache.current(now); tok != nil && tok.read.Load() && tok.servable(now) {
+		b.refreshIfDue(tok.fingerprint)
 	}
 	return nil
+}
+
+// refreshIfDue starts the background refresh of the cached token if it is the
+// one with this fingerprint and has passed its refresh point.
+func (b *backend) refreshIfDue(fingerprint string) {
+	mount := b.loadedMount()
+	if mount == nil {
+		return
+	}
+	now := b.now()
+	if tok, _ := mount.cache.current(now); tok != nil && tok.fingerprint == fingerprint && tok.remaining(now) < refreshPoint(mount.config, tok) {
+		b.refreshInBackground(mount)
+	}
 }
 
 // refreshInBackground starts a request for the mount's next token outside any
@@ -268,8 +282,10 @@ min_ttl, so readers do not wait on Mirakl while a valid token is cached. A
 reader that asks for more life than the cached token has (min_ttl on the read)
 waits for a new one; min_ttl is honoured up to half the token's lifetime.
 
-The lease lasts as long as the token: it cannot be renewed (read again for a
-new token). Revoking a lease changes nothing: the token stays valid at Mirakl
+The lease lasts as long as the token. It is renewable, but never past the
+token's expiry: a renewal answers with the time the token has left, so that
+Vault Proxy and Agent keep one lease per token and read again once renewals
+stop growing. Revoking a lease changes nothing: the token stays valid at Mirakl
 and cached for other readers. To replace the cached token, rewrite the config
 ("vault write -f mirakl/config"). Vault Agent re-reads the token before its
 lease ends.

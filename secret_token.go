@@ -2,6 +2,7 @@ package mirakl
 
 import (
 	"context"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -11,8 +12,12 @@ import (
 // leases issued under an old name could no longer be revoked.
 const secretTokenType = "mirakl_token"
 
-// internalFingerprint identifies the leased token without storing it in the lease.
-const internalFingerprint = "token_fingerprint"
+// The lease's internal data: what identifies the token and when it expires,
+// never the token itself.
+const (
+	internalFingerprint = "token_fingerprint"
+	internalExpiresAt   = "token_expires_at" // RFC 3339, so that a renewal needs neither storage nor Mirakl
+)
 
 func secretToken(b *backend) *framework.Secret {
 	return &framework.Secret{
@@ -28,9 +33,31 @@ func secretToken(b *backend) *framework.Secret {
 	}
 }
 
-// secretTokenRenew refuses: a Mirakl token's life cannot be extended.
-func (b *backend) secretTokenRenew(_ context.Context, _ *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	return logical.ErrorResponse("Mirakl tokens cannot be renewed: read the token path again for a new token"), nil
+// secretTokenRenew extends a lease to the token's own expiry and never past
+// it: a Mirakl token's life cannot be extended. Renewable leases are what
+// lets Vault Proxy and Agent keep one lease per token for all their readers;
+// they read again once the renewal stops growing.
+func (b *backend) secretTokenRenew(_ context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	raw, _ := req.Secret.InternalData[internalExpiresAt].(string)
+	expiresAt, err := time.Parse(time.RFC3339Nano, raw)
+	if err != nil {
+		// Leases from before renewals carry no expiry: they end on their own.
+		return logical.ErrorResponse("this lease cannot be renewed (it predates renewable leases): read %stoken for a new token", req.MountPoint), nil
+	}
+	left := expiresAt.Sub(b.now()).Truncate(time.Second)
+	if left < time.Second {
+		return logical.ErrorResponse("the Mirakl token of this lease has expired: read %stoken for a new token", req.MountPoint), nil
+	}
+	// A renewal is a reader still using the token: if it is the cached one
+	// and its successor is due, fetch that now, so that the reader's next read
+	// (when renewals stop growing) finds a fresh token.
+	if fingerprint, _ := req.Secret.InternalData[internalFingerprint].(string); fingerprint != "" {
+		b.refreshIfDue(fingerprint)
+	}
+	resp := &logical.Response{Secret: req.Secret}
+	resp.Secret.TTL = left
+	resp.Secret.MaxTTL = left
+	return resp, nil
 }
 
 // secretTokenRevoke always succeeds and changes nothing: Mirakl has no

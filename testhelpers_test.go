@@ -153,7 +153,8 @@ func (e *testEnv) RevokeLease(resp *logical.Response) (*logical.Response, error)
 }
 
 func (e *testEnv) RenewLease(resp *logical.Response) (*logical.Response, error) {
-	return e.backend.HandleRequest(e.ctx, &logical.Request{Operation: logical.RenewOperation, Secret: resp.Secret, Storage: e.storage})
+	secret := *resp.Secret // as Vault does, from the lease it stored
+	return e.backend.HandleRequest(e.ctx, &logical.Request{Operation: logical.RenewOperation, Secret: &secret, Storage: e.storage, MountPoint: "mirakl/"})
 }
 
 func requireOK(t *testing.T, resp *logical.Response, err error) {

@@ -108,7 +108,7 @@ func checkLoadRead(a *account, expiresIn int, secret *api.Secret, err error) str
 	if !slices.Contains(a.fake.IssuedTokens(), token) {
 		return "a read returned a token the fake never issued"
 	}
-	if secret.LeaseDuration < 1 || secret.LeaseDuration > expiresIn || secret.Renewable {
+	if secret.LeaseDuration < 1 || secret.LeaseDuration > expiresIn || !secret.Renewable {
 		return "a read returned a lease that does not follow the token"
 	}
 	return ""

@@ -106,6 +106,7 @@ type Server struct {
 	failure      Fault
 	stats        Stats
 	issued       []string
+	issuedAt     map[string]time.Time
 
 	httpServer *httptest.Server
 }
@@ -205,6 +206,15 @@ func (s *Server) IssuedTokens() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.issued...)
+}
+
+// IssuedAt is when the fake issued token (before its answer was sent), so
+// that tests measure expiry against the issuer, not against when they look.
+func (s *Server) IssuedAt(token string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.issuedAt[token]
+	return at, ok
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -320,6 +330,10 @@ func (s *Server) issue() string {
 	s.stats.Issued++
 	token := fmt.Sprintf("%s%d-%s", s.tokenPrefix, s.stats.Issued, hex.EncodeToString(random[:]))
 	s.issued = append(s.issued, token)
+	if s.issuedAt == nil {
+		s.issuedAt = make(map[string]time.Time)
+	}
+	s.issuedAt[token] = time.Now()
 	return token
 }
 

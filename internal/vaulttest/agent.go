@@ -10,7 +10,19 @@ import (
 // (vault stanza); the agent gets no VAULT_* variable from the test.
 func StartAgent(t testing.TB, env Env, configPath string) *Process {
 	t.Helper()
+	return startClientDaemon(t, env, "agent", configPath)
+}
+
+// StartProxy runs `vault proxy -config=<configPath>` as StartAgent runs the
+// agent, with its log in proxy.log.
+func StartProxy(t testing.TB, env Env, configPath string) *Process {
+	t.Helper()
+	return startClientDaemon(t, env, "proxy", configPath)
+}
+
+func startClientDaemon(t testing.TB, env Env, command, configPath string) *Process {
+	t.Helper()
 	dir := filepath.Dir(configPath)
-	return startProcess(t, t, "vault agent", filepath.Join(dir, "agent.log"), append(cleanEnv(), "HOME="+dir),
-		env.VaultBin, "agent", "-config="+configPath, "-log-level=debug")
+	return startProcess(t, t, "vault "+command, filepath.Join(dir, command+".log"), append(cleanEnv(), "HOME="+dir),
+		env.VaultBin, command, "-config="+configPath, "-log-level=debug")
 }

@@ -14,14 +14,14 @@ var (
 	handedOut = map[int]bool{}
 )
 
-// freePort returns a TCP port on 127.0.0.1 that nothing listens on and that
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on and that
 // this process has not handed out before.
-func freePort(t testing.TB) int {
+func FreePort(t testing.TB) int {
 	t.Helper()
 	return freePorts(t, 1)[0]
 }
 
-// freePorts returns n distinct free ports (see freePort).
+// freePorts returns n distinct free ports (see FreePort).
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	portsMu.Lock()

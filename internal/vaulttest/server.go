@@ -117,14 +117,14 @@ func newServer(t testing.TB, env Env, opts Options) *Server {
 		opts.LogLevel = "debug"
 	}
 	if opts.port == 0 {
-		opts.port = freePort(t)
+		opts.port = FreePort(t)
 	}
 	if opts.clusterPort == 0 {
 		if opts.Storage == StorageDev {
 			// The dev server takes the next port up (freePort keeps it free).
 			opts.clusterPort = opts.port + 1
 		} else {
-			opts.clusterPort = freePort(t)
+			opts.clusterPort = FreePort(t)
 		}
 	}
 	s := &Server{

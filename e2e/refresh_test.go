@@ -1,0 +1,108 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+)
+
+// Inside the refresh window readers get the valid cached token without
+// waiting on Mirakl: while it hangs, and while it fails, with a warning that
+// names the failure; mirakl/status shows what happened; once Mirakl heals,
+// the next token comes before the old one expires.
+func TestRefreshAheadWhileMiraklMisbehaves(t *testing.T) {
+	t.Parallel()
+	// Tokens of 30s with min_ttl 14s: the refresh point is half their life
+	// (min_ttl + 2m, capped at half), 15s after they were issued, and a
+	// failure shows in warnings from 16s on, when less than min_ttl is left.
+	const expiresIn = 30 * time.Second
+	e := newEnv(t)
+	e.mount("mirakl")
+	cli := e.root()
+
+	// configure points the mount at a new account and returns its first token and when it expires.
+	configure := func(t *testing.T, name, requestTimeout string) (*account, string, time.Time) {
+		a := e.newAccount(name, fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
+		e.configure("mirakl", a, "min_ttl=14s", "request_timeout="+requestTimeout)
+		first := readToken(t, cli, "mirakl").accessToken()
+		issued, _ := a.fake.IssuedAt(first)
+		return a, first, issued.Add(expiresIn)
+	}
+	intoRefreshWindow := func(expires time.Time) { time.Sleep(time.Until(expires.Add(-expiresIn/2 + time.Second))) }
+
+	t.Run("Mirakl hanging", func(t *testing.T) {
+		// Each attempt may hang for a third of request_timeout, 20s: a
+		// read that waited on Mirakl would take that long.
+		acme, first, expires := configure(t, "hanging", "60s")
+		acme.fake.FailRandomly(1, fakemirakl.Slow(time.Hour))
+		intoRefreshWindow(expires)
+		for range 5 {
+			sent := time.Now()
+			if tok := readToken(t, cli, "mirakl"); tok.accessToken() != first {
+				t.Fatal("the read did not get the cached token")
+			}
+			if took := time.Since(sent); took > 10*time.Second {
+				t.Fatalf("a read took %s: it waited on Mirakl", took)
+			}
+		}
+		if got := acme.fake.Requests(); got != 2 {
+			t.Fatalf("the fake saw %d requests, want the config's and one background request", got)
+		}
+	})
+
+	t.Run("Mirakl answering 503, then healing", func(t *testing.T) {
+		acme, first, expires := configure(t, "failing", "10s")
+		acme.fake.FailRandomly(1, fakemirakl.HTMLError(http.StatusServiceUnavailable))
+		intoRefreshWindow(expires)
+		eventually(t, 10*time.Second, "a warning that names the failure", func() bool {
+			tok := readToken(t, cli, "mirakl")
+			if tok.accessToken() != first {
+				t.Fatal("the read did not get the cached token")
+			}
+			return len(tok.Warnings) == 1 && strings.Contains(tok.Warnings[0], "HTTP 503")
+		})
+
+		var status struct {
+			Data map[string]any `json:"data"`
+		}
+		cli.MustRunJSON(t, &status, "read", "-format=json", "mirakl/status")
+		sum := sha256.Sum256([]byte(first))
+		for key, want := range map[string]any{
+			"token_fingerprint":    hex.EncodeToString(sum[:8]),
+			"token_expires_at":     expires.UTC().Truncate(time.Second).Format(time.RFC3339),
+			"last_request_outcome": "unavailable",
+			"last_request_status":  float64(503),
+			"refusal_hold":         false,
+		} {
+			if got := status.Data[key]; got != want && !(key == "token_expires_at" && got == expires.UTC().Truncate(time.Second).Add(time.Second).Format(time.RFC3339)) {
+				t.Errorf("status %s = %v, want %v", key, got, want)
+			}
+		}
+		if status.Data["next_background_attempt"] == nil || status.Data["failures"].(float64) < 1 {
+			t.Errorf("status does not show the failure and the next attempt: %v", status.Data)
+		}
+
+		acme.fake.FailRandomly(0, fakemirakl.Fault{})
+		var next string
+		eventually(t, time.Until(expires)+5*time.Second, "a new token", func() bool {
+			sent := time.Now()
+			tok := readToken(t, cli, "mirakl")
+			if tok.accessToken() == first && !sent.Before(expires) {
+				t.Fatal("the expired token was served")
+			}
+			next = tok.accessToken()
+			return next != first
+		})
+		issuedBy(t, acme, next)
+		if issued, _ := acme.fake.IssuedAt(next); !issued.Before(expires) {
+			t.Errorf("the new token came %s after the old one expired", issued.Sub(expires))
+		}
+	})
+}
