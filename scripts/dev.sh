@@ -95,24 +95,43 @@ printf '$ vault write mirakl/config client_id=%s client_secret=... token_url=%s\
 echo
 v read mirakl/token
 
+# What to paste in another shell. That shell may have no vault on PATH (a
+# build cached under ~/.cache, or $VAULT_BIN), so name the binary we run. No
+# comments on the lines: zsh, unlike bash, does not take # as one when typed.
+vault_cmd=vault path_line=""
+if [[ "$(command -v vault 2>/dev/null || true)" != "$vault_bin" ]]; then
+	if [[ "$(basename "$vault_bin")" == vault ]]; then
+		path_line="$(printf 'export PATH=%q:"$PATH"' "$(dirname "$vault_bin")")"
+	else
+		vault_cmd="$(printf '%q' "$vault_bin")"
+	fi
+fi
+reader_policy="$(printf '%q' "$root/examples/policies/mirakl-reader.hcl")"
+
 cat <<EOF
 The Mirakl secrets engine $version is mounted at mirakl/ in a dev Vault, talking to
 a fake Mirakl token endpoint at $token_url.
 
-In another shell:
+In another shell, paste:
 
     export VAULT_ADDR=$VAULT_ADDR
     export VAULT_TOKEN=$VAULT_TOKEN
+${path_line:+    $path_line
+}
+then try a token (the cached one, under a new lease), the config (the secret is never
+shown) and the help:
 
-and try:
+    $vault_cmd read mirakl/token
+    $vault_cmd read -format=json mirakl/token
+    $vault_cmd read mirakl/config
+    $vault_cmd path-help mirakl/token
 
-    vault read mirakl/token                  # the cached token, under a new lease
-    vault read -format=json mirakl/token     # the same, as JSON
-    vault read mirakl/config                 # the config; the secret is never shown
-    vault path-help mirakl/token
-    vault lease revoke -prefix mirakl/token  # drops the cached token; the next read gets a new one
-    vault policy write mirakl-reader examples/policies/mirakl-reader.hcl
-    vault token create -policy=mirakl-reader
+Rewriting the config replaces the cached token (the next read gets a new one); a
+reader's policy lets a Vault token read tokens and nothing else:
+
+    $vault_cmd write -f mirakl/config
+    $vault_cmd policy write mirakl-reader $reader_policy
+    $vault_cmd token create -policy=mirakl-reader
 
 Logs: $work/vault.log and $work/fake.log (removed on exit).
 Press Ctrl-C to stop Vault and the fake endpoint.
