@@ -11,6 +11,9 @@
 //     mirakl/token read;
 //   - how hard the engine hits Mirakl: a burst of concurrent reads on a cold
 //     cache, and a steady stream across several token lifetimes;
+//   - what readers see while a token rolls over, with Mirakl healthy,
+//     hanging and failing, against the cached-read floor;
+//   - the leases 1,000 reads create, straight to Vault and through Vault Proxy;
 //   - what it costs: the plugin process's peak RSS, and the time from
 //     `vault secrets enable` to the first token.
 //
@@ -124,18 +127,22 @@ func TestVaultBenchmarks(t *testing.T) {
 		{name: "mirakl cached", path: "mirakl/token", observe: requireLease, command: srv.Plugin().Command},
 	}
 	before := fake.Requests()
-	measureReads(t, ctx, srv, token, targets, rep)
+	cachedFloor := measureReads(t, ctx, srv, token, targets, rep)
 	if got := fake.Requests() - before; got != 0 {
 		t.Errorf("the cached reads made %d requests to Mirakl; the cache did not hold", got)
 	}
 
 	measureBurst(t, ctx, srv, root, token, rep)
 	measureStream(t, ctx, srv, root, token, rep)
+	measureRollover(t, ctx, srv, root, token, cachedFloor, rep)
+	measureProxyLeases(t, ctx, srv, root, token, bins, rep)
 	measurePeakRSS(t, srv, rep)
 }
 
-// measureReads runs the interleaved rounds and reports each read and the ratios.
-func measureReads(t *testing.T, ctx context.Context, srv *vaulttest.Server, token string, targets []target, rep *report) {
+// measureReads runs the interleaved rounds and reports each read and the
+// ratios. It returns the cached mirakl read at one client: the floor that the
+// rollover figures are held to.
+func measureReads(t *testing.T, ctx context.Context, srv *vaulttest.Server, token string, targets []target, rep *report) summary {
 	clients := readers(t, srv, token, slices.Max(concurrencies))
 	results := make(map[int]map[string]*series)
 	for _, n := range concurrencies {
@@ -189,6 +196,7 @@ func measureReads(t *testing.T, ctx context.Context, srv *vaulttest.Server, toke
 			spread(roundRatios(results[n][mirakl], results[n][noop]), func(r ratio) float64 { return r.p50 }),
 			"≤ 1.2x in p50, time per read and CPU per read", verdict(met))
 	}
+	return summarize(results[concurrencies[0]][mirakl].merged())
 }
 
 // measureBurst: many readers at once on a cold cache must cause one request

@@ -58,17 +58,17 @@ func TestMain(m *testing.M) {
 func standInParent() {
 	go func() {
 		runtime.LockOSThread() // never unlocked, so the thread ends with the goroutine
-		cmd := exec.Command(os.Args[0])
+		cmd := exec.Command(os.Args[0]) //nolint:gosec // G702: the test binary re-executes itself
 		cmd.Env = append(os.Environ(), roleEnv+"="+os.Getenv(pluginRoleEnv))
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stdout
 		if err := cmd.Start(); err != nil {
-			os.Stdout.WriteString("starting the plugin: " + err.Error() + "\n")
+			_, _ = os.Stdout.WriteString("starting the plugin: " + err.Error() + "\n")
 			os.Exit(2)
 		}
-		os.Stdout.WriteString("plugin " + strconv.Itoa(cmd.Process.Pid) + "\n")
+		_, _ = os.Stdout.WriteString("plugin " + strconv.Itoa(cmd.Process.Pid) + "\n")
 		go func() {
 			err := cmd.Wait()
-			os.Stdout.WriteString("plugin exited: " + fmt.Sprint(err) + "\n")
+			_, _ = os.Stdout.WriteString("plugin exited: " + fmt.Sprint(err) + "\n")
 		}()
 		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 	}()
@@ -82,11 +82,11 @@ func standInPlugin(role string) {
 	logger := hclog.New(&hclog.LoggerOptions{Name: "stand-in", JSONFormat: true})
 	ppid := os.Getppid()
 	if role == roleLatePlugin {
-		os.Stdout.WriteString("waiting\n")
+		_, _ = os.Stdout.WriteString("waiting\n")
 		_, _ = io.Copy(io.Discard, os.Stdin)
 	}
 	exitWithParent(logger, ppid)
-	os.Stdout.WriteString("watching\n")
+	_, _ = os.Stdout.WriteString("watching\n")
 	time.Sleep(standInLife)
 	os.Exit(3)
 }
@@ -162,7 +162,7 @@ func startStandIns(t *testing.T, pluginRole string) *standIns {
 		t.Fatal(err)
 	}
 	s := &standIns{stdin: stdinW, lines: make(chan string), timeout: 10 * time.Second, done: make(chan struct{})}
-	s.parent = exec.Command(os.Args[0])
+	s.parent = exec.Command(os.Args[0]) //nolint:gosec // G702: the test binary re-executes itself
 	s.parent.Env = append(os.Environ(), roleEnv+"="+roleParent, pluginRoleEnv+"="+pluginRole)
 	s.parent.Stdin, s.parent.Stdout, s.parent.Stderr = stdinR, outW, outW
 	err = s.parent.Start()
