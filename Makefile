@@ -33,7 +33,7 @@ vault:
 ## test-e2e: real vault server, agent and CLI processes on loopback
 test-e2e: build
 	VAULT_BIN="$$(scripts/vault-bin.sh)" PLUGIN_BIN="$(CURDIR)/bin/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" \
-		$(GO) test -race -count=1 -tags e2e -timeout 30m ./e2e/...
+		$(GO) test -race -count=1 -tags e2e -parallel 8 -timeout 30m ./e2e/...
 
 ## dev: a Vault dev server with the plugin mounted at mirakl/ and a fake Mirakl
 dev: build

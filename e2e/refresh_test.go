@@ -24,28 +24,34 @@ func TestRefreshAheadWhileMiraklMisbehaves(t *testing.T) {
 	// failure shows in warnings from 16s on, when less than min_ttl is left.
 	const expiresIn = 30 * time.Second
 	e := newEnv(t)
-	e.mount("mirakl")
+	// One mount per scenario, so that both run at once.
+	hanging := e.newAccount("hanging", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
+	failing := e.newAccount("failing", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
+	e.mount("mirakl-hanging")
+	e.mount("mirakl-failing")
 	cli := e.root()
 
-	// configure points the mount at a new account and returns its first token and when it expires.
-	configure := func(t *testing.T, name, requestTimeout string) (*account, string, time.Time) {
-		a := e.newAccount(name, fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
-		e.configure("mirakl", a, "min_ttl=14s", "request_timeout="+requestTimeout)
-		first := readToken(t, cli, "mirakl").accessToken()
+	// configure points mount at account a and returns its first token and when it expires.
+	configure := func(t *testing.T, mount string, a *account, requestTimeout string) (string, time.Time) {
+		e.configure(mount, a, "min_ttl=14s", "request_timeout="+requestTimeout)
+		first := readToken(t, cli, mount).accessToken()
 		issued, _ := a.fake.IssuedAt(first)
-		return a, first, issued.Add(expiresIn)
+		return first, issued.Add(expiresIn)
 	}
 	intoRefreshWindow := func(expires time.Time) { time.Sleep(time.Until(expires.Add(-expiresIn/2 + time.Second))) }
 
 	t.Run("Mirakl hanging", func(t *testing.T) {
+		t.Parallel()
 		// Each attempt may hang for a third of request_timeout, 20s: a
 		// read that waited on Mirakl would take that long.
-		acme, first, expires := configure(t, "hanging", "60s")
+		const mount = "mirakl-hanging"
+		acme := hanging
+		first, expires := configure(t, mount, acme, "60s")
 		acme.fake.FailRandomly(1, fakemirakl.Slow(time.Hour))
 		intoRefreshWindow(expires)
 		for range 5 {
 			sent := time.Now()
-			if tok := readToken(t, cli, "mirakl"); tok.accessToken() != first {
+			if tok := readToken(t, cli, mount); tok.accessToken() != first {
 				t.Fatal("the read did not get the cached token")
 			}
 			if took := time.Since(sent); took > 10*time.Second {
@@ -58,11 +64,14 @@ func TestRefreshAheadWhileMiraklMisbehaves(t *testing.T) {
 	})
 
 	t.Run("Mirakl answering 503, then healing", func(t *testing.T) {
-		acme, first, expires := configure(t, "failing", "10s")
+		t.Parallel()
+		const mount = "mirakl-failing"
+		acme := failing
+		first, expires := configure(t, mount, acme, "10s")
 		acme.fake.FailRandomly(1, fakemirakl.HTMLError(http.StatusServiceUnavailable))
 		intoRefreshWindow(expires)
 		eventually(t, 10*time.Second, "a warning that names the failure", func() bool {
-			tok := readToken(t, cli, "mirakl")
+			tok := readToken(t, cli, mount)
 			if tok.accessToken() != first {
 				t.Fatal("the read did not get the cached token")
 			}
@@ -72,7 +81,7 @@ func TestRefreshAheadWhileMiraklMisbehaves(t *testing.T) {
 		var status struct {
 			Data map[string]any `json:"data"`
 		}
-		cli.MustRunJSON(t, &status, "read", "-format=json", "mirakl/status")
+		cli.MustRunJSON(t, &status, "read", "-format=json", mount+"/status")
 		sum := sha256.Sum256([]byte(first))
 		for key, want := range map[string]any{
 			"token_fingerprint":    hex.EncodeToString(sum[:8]),
@@ -96,7 +105,7 @@ func TestRefreshAheadWhileMiraklMisbehaves(t *testing.T) {
 		var next string
 		eventually(t, time.Until(expires)+5*time.Second, "a new token", func() bool {
 			sent := time.Now()
-			tok := readToken(t, cli, "mirakl")
+			tok := readToken(t, cli, mount)
 			if tok.accessToken() == first && !sent.Before(expires) {
 				t.Fatal("the expired token was served")
 			}
