@@ -33,6 +33,9 @@ func secretToken(b *backend) *framework.Secret {
 	}
 }
 
+// renewMargin is how much earlier than the token a renewed lease ends.
+const renewMargin = time.Second
+
 // secretTokenRenew extends a lease to the token's own expiry and never past
 // it: a Mirakl token's life cannot be extended. Renewable leases are what
 // lets Vault Proxy and Agent keep one lease per token for all their readers;
@@ -44,7 +47,10 @@ func (b *backend) secretTokenRenew(_ context.Context, req *logical.Request, _ *f
 		// Leases from before renewals carry no expiry: they end on their own.
 		return logical.ErrorResponse("this lease cannot be renewed (it predates renewable leases): read %stoken for a new token", req.MountPoint), nil
 	}
-	left := expiresAt.Sub(b.now()).Truncate(time.Second)
+	// Vault checks the answer against the cap a moment after we computed it:
+	// a second's margin keeps an ordinary renewal within the token's expiry
+	// without a "capped" warning.
+	left := (expiresAt.Sub(b.now()) - renewMargin).Truncate(time.Second)
 	if left < time.Second {
 		return logical.ErrorResponse("the Mirakl token of this lease has expired: read %stoken for a new token", req.MountPoint), nil
 	}
@@ -56,7 +62,12 @@ func (b *backend) secretTokenRenew(_ context.Context, req *logical.Request, _ *f
 	}
 	resp := &logical.Response{Secret: req.Secret}
 	resp.Secret.TTL = left
+	// Vault caps a renewal at the lease's issue time plus MaxTTL: measured
+	// from there, the cap is the token's expiry itself.
 	resp.Secret.MaxTTL = left
+	if issued := req.Secret.IssueTime; !issued.IsZero() && expiresAt.After(issued) {
+		resp.Secret.MaxTTL = expiresAt.Sub(issued)
+	}
 	return resp, nil
 }
 
