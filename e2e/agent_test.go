@@ -21,16 +21,10 @@ func TestAgentRendersFreshTokens(t *testing.T) {
 	e := newEnv(t)
 	acme := e.newAccount("acme", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
 	e.mount("mirakl")
-	e.root().MustRun(t, "policy", "write", "mirakl-reader", filepath.Join(repoRoot, "examples/policies/mirakl-reader.hcl"))
 
 	e.configure("mirakl", acme)
 
-	dir := filepath.Join(e.dir, "agent")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	vaultToken := strings.TrimSpace(e.root().MustRun(t, "token", "create", "-policy=mirakl-reader", "-field=token"))
-	tokenFile := writeFile(t, filepath.Join(dir, "vault-token"), vaultToken)
+	dir, tokenFile := e.readerTokenFile("agent")
 	template := writeFile(t, filepath.Join(dir, "mirakl-token.tpl"), readExample(t, "agent/mirakl-token.tpl"))
 	rendered := filepath.Join(dir, "mirakl-token")
 	config := writeFile(t, filepath.Join(dir, "agent.hcl"), replaceAll(t, readExample(t, "agent/agent.hcl"),

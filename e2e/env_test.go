@@ -126,6 +126,21 @@ func (e *testEnv) newAccount(name string, opts ...fakemirakl.Option) *account {
 	return a
 }
 
+// readerTokenFile makes a directory named name under the env's, holding a
+// file with a new Vault token of the README's reader policy: what the
+// token_file auto-auth of an Agent or a Proxy reads.
+func (e *testEnv) readerTokenFile(name string) (dir, tokenFile string) {
+	e.t.Helper()
+	dir = filepath.Join(e.dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	root := e.root()
+	root.MustRun(e.t, "policy", "write", "mirakl-reader", filepath.Join(repoRoot, "examples/policies/mirakl-reader.hcl"))
+	token := strings.TrimSpace(root.MustRun(e.t, "token", "create", "-policy=mirakl-reader", "-field=token"))
+	return dir, writeFile(e.t, filepath.Join(dir, "vault-token"), token)
+}
+
 // mount registers the plugin (once) and enables it at path, as the README does.
 func (e *testEnv) mount(path string) {
 	e.t.Helper()

@@ -4,9 +4,7 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,18 +24,13 @@ func TestProxyKeepsOneLeasePerToken(t *testing.T) {
 	acme := e.newAccount("acme", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
 	e.mount("mirakl")
 	root := e.root()
-	root.MustRun(t, "policy", "write", "mirakl-reader", filepath.Join(repoRoot, "examples/policies/mirakl-reader.hcl"))
 	e.configure("mirakl", acme)
 
-	dir := filepath.Join(e.dir, "proxy")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	vaultToken := strings.TrimSpace(root.MustRun(t, "token", "create", "-policy=mirakl-reader", "-field=token"))
+	dir, tokenFile := e.readerTokenFile("proxy")
 	proxyAddr := fmt.Sprintf("127.0.0.1:%d", vaulttest.FreePort(t))
 	config := writeFile(t, filepath.Join(dir, "proxy.hcl"), replaceAll(t, readExample(t, "proxy/proxy.hcl"),
 		"https://vault.example.com:8200", e.vault.Addr,
-		"/etc/vault-proxy/vault-token", writeFile(t, filepath.Join(dir, "vault-token"), vaultToken),
+		"/etc/vault-proxy/vault-token", tokenFile,
 		"127.0.0.1:8100", proxyAddr,
 	))
 	proxy := vaulttest.StartProxy(t, e.bins, config)
