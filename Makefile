@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 # proxy even where the installed Go defaults to GOTOOLCHAIN=local.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: all build test test-unit test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck
+.PHONY: all build test test-unit test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck mutate
 
 all: build
 
@@ -54,6 +54,10 @@ lint:
 ## vulncheck: govulncheck against an offline copy of the Go vulnerability database
 vulncheck:
 	scripts/vulncheck.sh
+
+## mutate: mutation testing of the engine with gremlins (pinned in scripts/mutate.sh); minutes, not in CI
+mutate:
+	scripts/mutate.sh
 
 ## fuzz: each fuzz target for FUZZTIME (the checked-in seeds also run in every test-unit)
 FUZZTIME ?= 10s

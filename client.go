@@ -203,7 +203,7 @@ func (c *tokenClient) fetch(ctx context.Context) (*fetchedToken, error) {
 
 	resp, err := c.http.Do(req)
 	if resp != nil {
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 	}
 	if err != nil {
 		return nil, c.transportFailure(ctx, resp, err)
@@ -288,6 +288,10 @@ func (c *tokenClient) transportFailure(ctx context.Context, resp *http.Response,
 	status := 0
 	if resp != nil {
 		status = resp.StatusCode
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// The mount went away (or a test ended): not Mirakl's doing.
+		return fmt.Errorf("token request cancelled: %w", ctx.Err())
 	}
 	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
 		return &UpstreamError{Kind: ErrUnavailable, Status: status,

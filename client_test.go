@@ -2,6 +2,7 @@ package mirakl
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -17,59 +18,68 @@ import (
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
 )
 
-// The fault matrix: each failure alone (the read fails with a clear 502 or
-// 400) and followed by a success (the read succeeds after retries, and the
-// fake saw the expected number of calls).
+// The fault matrix: each failure alone (the read fails with a clear 502 that
+// names it, after retries if it is transient) and, for a transient one,
+// followed by a success (the read succeeds after one retry).
 func TestFaultMatrix(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name      string
 		fault     fakemirakl.Fault
 		retried   bool   // a transient failure, retried within request_timeout
+		attempts  int    // requests when the failure persists; 0: as many as request_timeout allows
 		wantError string // when the failure persists
 	}{
-		{"500", fakemirakl.HTMLError(500), true, "Mirakl token endpoint unavailable: HTTP 500"},
-		{"502", fakemirakl.HTMLError(502), true, "unavailable: HTTP 502 (text/html, 110 bytes)"},
-		{"503", fakemirakl.HTMLError(503), true, "unavailable: HTTP 503"},
-		{"504", fakemirakl.HTMLError(504), true, "unavailable: HTTP 504"},
-		{"429 without Retry-After", fakemirakl.RateLimited(""), true, "unavailable: HTTP 429"},
-		{"429 with Retry-After", fakemirakl.RateLimited("0"), true, "unavailable: HTTP 429"},
-		{"connection reset", fakemirakl.ConnectionReset(), true, "unavailable"},
-		{"slow attempt", fakemirakl.Slow(3 * time.Second), true, "no token within request_timeout (3s)"},
-		{"HTML page with 200", fakemirakl.HTMLError(200), false, "not a usable token: HTTP 200"},
-		{"oversized body", fakemirakl.Oversized(2 << 20), false, "response body larger than 256 KiB"},
-		{"invalid_request", fakemirakl.OAuthError(400, "invalid_request", "bad form"), false, `refused the credentials: HTTP 400, error "invalid_request", bad form`},
-		{"unauthorized_client", fakemirakl.OAuthError(403, "unauthorized_client", "disabled"), false, `HTTP 403, error "unauthorized_client"`},
-		{"wrong token_type", fakemirakl.RawToken(`{"token_type":"MAC","access_token":"x","expires_in":3599}`), false, "HTTP 200 (application/json, 57 bytes), token_type is not Bearer"},
-		{"missing expires_in", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x"}`), false, "expires_in is missing"},
-		{"negative expires_in", fakemirakl.RawToken(`{"token_type":"bearer","access_token":"x","expires_in":-5}`), false, "expires_in is -5"},
-		{"text expires_in", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":"soon"}`), false, "not a usable token"},
-		{"missing access_token", fakemirakl.RawToken(`{"token_type":"Bearer","expires_in":3599}`), false, "access_token is missing"},
-		{"expires_in of 1s", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":1}`), false, "expires_in is 1 (want at least 3 seconds)"},
-		{"expires_in of 2s as text", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":"2"}`), false, "expires_in is 2 (want at least 3 seconds)"},
-		{"temporary redirect", fakemirakl.Redirect(307, "http://127.0.0.2:1/elsewhere"), false, "HTTP 307 (text/html, 0 bytes), redirects are not followed"},
-		{"OAuth error without JSON", fakemirakl.HTMLError(401), false, "HTTP 401 (text/html, 112 bytes), no OAuth error in the answer"},
+		{"500", fakemirakl.HTMLError(500), true, 5, "Mirakl token endpoint unavailable: HTTP 500"},
+		{"502", fakemirakl.HTMLError(502), true, 5, "unavailable: HTTP 502 (text/html, 110 bytes)"},
+		{"503", fakemirakl.HTMLError(503), true, 5, "unavailable: HTTP 503"},
+		{"504", fakemirakl.HTMLError(504), true, 5, "unavailable: HTTP 504"},
+		{"429 without Retry-After", fakemirakl.RateLimited(""), true, 5, "unavailable: HTTP 429"},
+		{"429 with Retry-After", fakemirakl.RateLimited("0"), true, 5, "unavailable: HTTP 429"},
+		{"connection reset", fakemirakl.ConnectionReset(), true, 5, "unavailable"},
+		{"slow attempt", fakemirakl.Slow(time.Minute), true, 0, "no token within request_timeout (1s)"},
+		{"HTML page with 200", fakemirakl.HTMLError(200), false, 1, "not a usable token: HTTP 200"},
+		{"oversized body", fakemirakl.Oversized(2 << 20), false, 1, "response body larger than 256 KiB"},
+		{"invalid_request", fakemirakl.OAuthError(400, "invalid_request", "bad form"), false, 1, `refused the credentials: HTTP 400, error "invalid_request", bad form`},
+		{"unauthorized_client", fakemirakl.OAuthError(403, "unauthorized_client", "disabled"), false, 1, `HTTP 403, error "unauthorized_client"`},
+		{"wrong token_type", fakemirakl.RawToken(`{"token_type":"MAC","access_token":"x","expires_in":3599}`), false, 1, "HTTP 200 (application/json, 57 bytes), token_type is not Bearer"},
+		{"missing expires_in", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x"}`), false, 1, "expires_in is missing"},
+		{"negative expires_in", fakemirakl.RawToken(`{"token_type":"bearer","access_token":"x","expires_in":-5}`), false, 1, "expires_in is -5"},
+		{"text expires_in", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":"soon"}`), false, 1, "not a usable token"},
+		{"missing access_token", fakemirakl.RawToken(`{"token_type":"Bearer","expires_in":3599}`), false, 1, "access_token is missing"},
+		{"expires_in of 1s", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":1}`), false, 1, "expires_in is 1 (want at least 3 seconds)"},
+		{"expires_in of 2s as text", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":"2"}`), false, 1, "expires_in is 2 (want at least 3 seconds)"},
+		{"expires_in of a leap year and a second", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":31622401}`), false, 1, "expires_in is 3.1622401e+07 seconds, more than a year"},
+		{"temporary redirect", fakemirakl.Redirect(307, "http://127.0.0.2:1/elsewhere"), false, 1, "HTTP 307 (text/html, 0 bytes), redirects are not followed"},
+		{"OAuth error without JSON", fakemirakl.HTMLError(401), false, 1, "HTTP 401 (text/html, 112 bytes), no OAuth error in the answer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"/alone", func(t *testing.T) {
+			t.Parallel()
 			env := newTestEnv(t)
-			env.Configure(map[string]any{"verify": false, "request_timeout": "3s"})
+			timeout := "5s"
+			if tc.attempts == 0 {
+				timeout = "1s" // the shortest: a slow attempt is given a third of it
+			}
+			env.Configure(map[string]any{"verify": false, "request_timeout": timeout})
 			env.fake.FailRandomly(1, tc.fault)
 			resp, err := env.ReadToken(nil)
-			status := http.StatusBadGateway
-			requireStatus(t, resp, err, status, tc.wantError)
-			if !tc.retried && env.fake.Requests() != 1 {
-				t.Fatalf("a permanent failure was retried: %d requests", env.fake.Requests())
+			requireStatus(t, resp, err, http.StatusBadGateway, tc.wantError)
+			got := env.fake.Requests()
+			if tc.attempts != 0 && got != tc.attempts {
+				t.Fatalf("the fake saw %d requests, want %d (retried: %v)", got, tc.attempts, tc.retried)
 			}
-			if tc.retried && env.fake.Requests() < 2 {
-				t.Fatalf("a transient failure was not retried: %d requests", env.fake.Requests())
+			if tc.attempts == 0 && got < 2 {
+				t.Fatalf("a transient failure was not retried: %d requests", got)
 			}
 		})
 		if !tc.retried {
 			continue
 		}
 		t.Run(tc.name+"/then success", func(t *testing.T) {
+			t.Parallel()
 			env := newTestEnv(t)
-			env.Configure(map[string]any{"verify": false, "request_timeout": "6s"})
+			env.Configure(map[string]any{"verify": false, "request_timeout": "3s"})
 			env.fake.Enqueue(tc.fault)
 			_, token := env.MustReadToken()
 			if !strings.HasPrefix(token, testTokenPrefix) {
@@ -82,20 +92,41 @@ func TestFaultMatrix(t *testing.T) {
 	}
 }
 
+// A Retry-After within request_timeout is waited out before the next
+// attempt, whether in seconds or as an HTTP date on the engine's clock.
 func TestRetryAfterHonoured(t *testing.T) {
-	env := newTestEnv(t)
-	env.Configure(map[string]any{"verify": false, "request_timeout": "10s"})
-	env.fake.Enqueue(fakemirakl.RateLimited("1"))
-	env.MustReadToken()
-	if got := env.fake.Requests(); got != 2 {
-		t.Fatalf("fake saw %d requests, want 2", got)
+	t.Parallel()
+	for name, retryAfter := range map[string]func(now time.Time) string{
+		"seconds":   func(time.Time) string { return "1" },
+		"HTTP date": func(now time.Time) string { return now.Add(time.Second).UTC().Format(http.TimeFormat) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			env := newTestEnv(t)
+			env.Configure(map[string]any{"verify": false, "request_timeout": "10s"})
+			env.fake.Enqueue(fakemirakl.RateLimited(retryAfter(env.clock.Now())))
+			env.MustReadToken()
+			arrivals := env.fake.Arrivals()
+			if len(arrivals) != 2 {
+				t.Fatalf("fake saw %d requests, want 2", len(arrivals))
+			}
+			// Only a lower bound: a busy machine may wait longer, never less.
+			if waited := arrivals[1].Sub(arrivals[0]); waited < time.Second {
+				t.Fatalf("the retry came %s after the 429, before the second Mirakl asked for", waited)
+			}
+		})
 	}
 }
 
 func TestRetryAfterBeyondTimeoutFailsAtOnce(t *testing.T) {
-	for _, value := range []string{"120", time.Now().Add(2 * time.Minute).UTC().Format(http.TimeFormat)} {
+	t.Parallel()
+	for _, inTwoMinutes := range []func(now time.Time) string{
+		func(time.Time) string { return "120" },
+		func(now time.Time) string { return now.Add(2 * time.Minute).UTC().Format(http.TimeFormat) },
+	} {
 		env := newTestEnv(t)
-		env.Configure(map[string]any{"verify": false, "request_timeout": "10s"})
+		env.Configure(map[string]any{"verify": false, "request_timeout": "1s"})
+		value := inTwoMinutes(env.clock.Now()) // the engine's clock, not the machine's
 		env.fake.Enqueue(fakemirakl.RateLimited(value))
 		resp, err := env.ReadToken(nil)
 		requireStatus(t, resp, err, http.StatusBadGateway, "Mirakl asked to retry after")
@@ -109,11 +140,13 @@ func TestRetryAfterBeyondTimeoutFailsAtOnce(t *testing.T) {
 }
 
 func TestRetryAfterParsing(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	cases := map[string]time.Duration{
 		"7":                             7 * time.Second,
 		"Sat, 28 Nov 2026 12:00:30 GMT": 30 * time.Second,
 		"Sat, 28 Nov 2026 11:00:00 GMT": 0,
+		"0":                             0, // retry at once
 	}
 	for value, want := range cases {
 		resp := &http.Response{Header: http.Header{"Retry-After": {value}}}
@@ -128,6 +161,7 @@ func TestRetryAfterParsing(t *testing.T) {
 }
 
 func TestTLSUntrustedThenTrustedWithCACert(t *testing.T) {
+	t.Parallel()
 	fake := fakemirakl.NewTLS(testClientID, testClientSecret, fakemirakl.WithTokenPrefix(testTokenPrefix))
 	t.Cleanup(fake.Close)
 	env := newTestEnvWithFake(t, fake)
@@ -143,7 +177,40 @@ func TestTLSUntrustedThenTrustedWithCACert(t *testing.T) {
 	env.MustReadToken()
 }
 
+// ca_cert is trusted in addition to the system roots: an endpoint that they
+// trust stays trusted when ca_cert names, say, a proxy's CA.
+func TestCACertAddsToSystemRoots(t *testing.T) {
+	t.Parallel()
+	leaf, err := x509.ParseCertificate(systemTrustedCert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		t.Skip(err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots}); err != nil {
+		t.Skipf("the system roots are not the tests' own here (SSL_CERT_FILE): %v", err)
+	}
+	fake := fakemirakl.NewHandler(testClientID, testClientSecret, fakemirakl.WithTokenPrefix(testTokenPrefix))
+	server := httptest.NewUnstartedServer(fake)
+	server.TLS = &tls.Config{Certificates: []tls.Certificate{systemTrustedCert}, MinVersion: tls.VersionTLS12}
+	server.StartTLS()
+	t.Cleanup(server.Close)
+	otherCA := fakemirakl.NewTLS(testClientID, testClientSecret)
+	otherCA.Close()
+
+	env := newTestEnvWithFake(t, fake)
+	for _, caCert := range []string{"", otherCA.CACertPEM()} {
+		resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": testClientSecret,
+			"token_url": server.URL + fakemirakl.TokenPath, "ca_cert": caCert})
+		requireOK(t, resp, err)
+	}
+	env.MustReadToken()
+}
+
 func TestServeWhileValid(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.Configure(map[string]any{"verify": false})
 	_, first := env.MustReadToken()
@@ -179,6 +246,7 @@ func TestServeWhileValid(t *testing.T) {
 }
 
 func TestRefusedCredentialsFailFast(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.Configure(map[string]any{"verify": false, "client_secret": "revoked-secret"})
 
@@ -196,8 +264,16 @@ func TestRefusedCredentialsFailFast(t *testing.T) {
 		t.Fatalf("refused credentials were retried: %d requests", got)
 	}
 
-	env.clock.Advance(refusalHold + time.Second)
-	_, _ = env.ReadToken(nil)
+	// The hold lasts 30 seconds of the engine's clock.
+	env.clock.Advance(29 * time.Second)
+	resp, err = env.ReadToken(nil)
+	requireStatus(t, resp, err, http.StatusBadGateway, `error "invalid_client"`)
+	if got := env.fake.Requests(); got != 1 {
+		t.Fatalf("29s into the hold, the refused credentials were tried again: %d requests", got)
+	}
+	env.clock.Advance(2 * time.Second)
+	resp, err = env.ReadToken(nil)
+	requireStatus(t, resp, err, http.StatusBadGateway, `error "invalid_client"`)
 	if got := env.fake.Requests(); got != 2 {
 		t.Fatalf("after the hold, want one new attempt, fake saw %d", got)
 	}
@@ -209,6 +285,7 @@ func TestRefusedCredentialsFailFast(t *testing.T) {
 }
 
 func TestRefusalServesValidCachedToken(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.Configure(map[string]any{"verify": false})
 	_, first := env.MustReadToken()
@@ -225,6 +302,7 @@ func TestRefusalServesValidCachedToken(t *testing.T) {
 }
 
 func TestUserAgentAndFormBody(t *testing.T) {
+	t.Parallel()
 	var seen *http.Request
 	fake := fakemirakl.New(testClientID, testClientSecret)
 	t.Cleanup(fake.Close)
@@ -248,6 +326,7 @@ func TestUserAgentAndFormBody(t *testing.T) {
 }
 
 func TestTLSBelow12Refused(t *testing.T) {
+	t.Parallel()
 	fake := fakemirakl.NewHandler(testClientID, testClientSecret)
 	server := httptest.NewUnstartedServer(fake)
 	server.TLS = &tls.Config{MaxVersion: tls.VersionTLS11} //nolint:gosec // G402: an outdated server is what this test is about
@@ -278,9 +357,10 @@ func TestTLSBelow12Refused(t *testing.T) {
 // 308) or turn the request into a GET of any URL whose answer the error
 // would describe (301, 302, 303): none is followed.
 func TestRedirectsNotFollowed(t *testing.T) {
+	t.Parallel()
 	elsewhere := fakemirakl.New(testClientID, testClientSecret)
 	t.Cleanup(elsewhere.Close)
-	for _, status := range []int{301, 302, 303, 307, 308} {
+	for _, status := range []int{300, 301, 302, 303, 307, 308} {
 		env := newTestEnv(t)
 		env.fake.Enqueue(fakemirakl.Redirect(status, elsewhere.TokenURL()))
 		resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": env.fake.TokenURL()})
@@ -294,32 +374,93 @@ func TestRedirectsNotFollowed(t *testing.T) {
 	}
 }
 
-// From a refusal only the OAuth error fields are repeated, and never the
-// secret, in whatever encoding the server echoed it.
+// From a refusal only the OAuth error fields are repeated: never the secret,
+// in whatever encoding the server echoed it, only printable ASCII (as RFC 6749
+// allows), and at most 200 characters of each.
 func TestOAuthErrorScrubbed(t *testing.T) {
+	t.Parallel()
 	const secret = `p+a/s=s&w%o"r d<é>`
-	encodings := secretSpellings(secret)
-	for _, spelling := range encodings {
-		fake := fakemirakl.New(testClientID, secret)
+	type refusal struct{ secret, code, description, want string }
+	var cases []refusal
+	for _, spelling := range secretSpellings(secret) {
+		cases = append(cases, refusal{secret, "invalid_client", "you sent " + spelling + " which is wrong",
+			`error "invalid_client", you sent [redacted] which is wrong`})
+	}
+	cases = append(cases,
+		// The raw secret begins its HTML spelling: the longer spelling goes whole.
+		refusal{"p4ss&", "invalid_client", "you sent p4ss&amp; which is wrong", `error "invalid_client", you sent [redacted] which is wrong`},
+		refusal{secret, "invalid_request\x1b[31m", "a ~tilde\x7f, é", `error "invalid_request[31m", a ~tilde, `},
+		refusal{secret, "invalid_request", strings.Repeat("x", 200), `error "invalid_request", ` + strings.Repeat("x", 200)},
+		refusal{secret, "invalid_request", strings.Repeat("y", 201), `error "invalid_request", ` + strings.Repeat("y", 200) + "..."},
+	)
+	for _, tc := range cases {
+		fake := fakemirakl.New(testClientID, tc.secret)
 		t.Cleanup(fake.Close)
 		env := newTestEnvWithFake(t, fake)
-		fake.Enqueue(fakemirakl.OAuthError(401, "invalid_client", "you sent "+spelling+" which is wrong"))
-		resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": secret, "token_url": fake.TokenURL()})
-		requireStatus(t, resp, err, http.StatusBadRequest, `error "invalid_client", you sent [redacted] which is wrong`)
-	}
-
-	fake := fakemirakl.New(testClientID, secret)
-	t.Cleanup(fake.Close)
-	env := newTestEnvWithFake(t, fake)
-	fake.Enqueue(fakemirakl.OAuthError(400, "invalid_request\x1b[31m", strings.Repeat("long ", 100)))
-	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": secret, "token_url": fake.TokenURL()})
-	requireStatus(t, resp, err, http.StatusBadRequest, `error "invalid_request[31m"`)
-	if msg := resp.Error().Error(); len(msg) > 400 {
-		t.Fatalf("error_description not shortened: %d bytes", len(msg))
+		fake.Enqueue(fakemirakl.OAuthError(http.StatusUnauthorized, tc.code, tc.description))
+		resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": tc.secret, "token_url": fake.TokenURL()})
+		requireStatus(t, resp, err, http.StatusBadRequest, tc.want)
+		if got, want := resp.Error().Error(), "nothing was stored: Mirakl refused the credentials: HTTP 401, "+tc.want; got != want {
+			t.Errorf("refusal %q, %q:\n got %q\nwant %q", tc.code, tc.description, got, want)
+		}
 	}
 }
 
+// An error describes Mirakl's answer by its status, and by its content type
+// and length when there was either to describe.
+func TestUpstreamErrorDescribesTheAnswer(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		fault fakemirakl.Fault
+		want  string
+	}{
+		{"status alone", fakemirakl.Fault{Status: http.StatusBadGateway}, "Mirakl token endpoint unavailable: HTTP 502"},
+		{"empty typed body", fakemirakl.Fault{Status: http.StatusBadGateway, ContentType: "text/html"}, "Mirakl token endpoint unavailable: HTTP 502 (text/html, 0 bytes)"},
+		{"body of no valid type", fakemirakl.Fault{Status: http.StatusBadGateway, ContentType: "not a type", Body: "down"},
+			"Mirakl token endpoint unavailable: HTTP 502 (no Content-Type, 4 bytes)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := newTestEnv(t)
+			env.Configure(map[string]any{"verify": false, "request_timeout": "5s"})
+			env.fake.FailRandomly(1, tc.fault)
+			resp, err := env.ReadToken(nil)
+			requireStatus(t, resp, err, http.StatusBadGateway, tc.want)
+			if err.Error() != tc.want {
+				t.Fatalf("error %q, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// expires_in is accepted from 3 seconds (shorter tokens cannot be shared) to
+// a leap year (longer is no lifetime an OAuth server means).
+func TestExpiresInBounds(t *testing.T) {
+	t.Parallel()
+	for _, seconds := range []int{3, 366 * 24 * 60 * 60} {
+		env := newTestEnv(t)
+		env.Configure(map[string]any{"verify": false})
+		env.fake.Enqueue(fakemirakl.RawToken(fmt.Sprintf(`{"token_type":"Bearer","access_token":"%sbound","expires_in":%d}`, testTokenPrefix, seconds)))
+		resp, _ := env.MustReadToken()
+		if resp.Data["expires_in"] != int64(seconds) {
+			t.Fatalf("expires_in %d: read %v", seconds, resp.Data["expires_in"])
+		}
+	}
+}
+
+// An answer is read up to 256 KiB: a token padded to exactly that is usable.
+func TestAnswerOfTheLargestSizeIsRead(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	env.Configure(map[string]any{"verify": false})
+	env.fake.Enqueue(fakemirakl.Oversized(256 << 10))
+	env.MustReadToken()
+}
+
 func TestBackoffHonoursRetryAfterOnTheEngineClock(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	c := &tokenClient{now: func() time.Time { return now }}
 	for value, want := range map[string]time.Duration{

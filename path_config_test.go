@@ -1,55 +1,54 @@
 package mirakl
 
 import (
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/logical"
+
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
 )
 
 func TestConfigCreateReadHidesSecret(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.Configure(map[string]any{"min_ttl": "15m", "request_timeout": "20s"})
 
 	resp, err := env.ReadConfig()
 	requireOK(t, resp, err)
-	want := map[string]any{
+	// Every field but client_secret.
+	requireData(t, "config read", resp.Data, map[string]any{
 		"client_id":       testClientID,
 		"token_url":       env.fake.TokenURL(),
 		"request_timeout": int64(20),
 		"min_ttl":         int64(900),
 		"ca_cert":         "",
-	}
-	for k, v := range want {
-		if resp.Data[k] != v {
-			t.Errorf("%s = %#v, want %#v", k, resp.Data[k], v)
-		}
-	}
-	if _, ok := resp.Data["client_secret"]; ok {
-		t.Error("config read returned client_secret")
-	}
+	})
 	if strings.Contains(serialized(t, resp), testClientSecret) {
 		t.Fatal("the client secret appears in the serialized config read")
 	}
 }
 
 func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	resp, err := env.WriteConfig(map[string]any{"client_id": "id", "client_secret": "secret", "verify": false})
 	requireOK(t, resp, err)
 	resp, err = env.ReadConfig()
 	requireOK(t, resp, err)
-	if resp.Data["token_url"] != defaultTokenURL || resp.Data["request_timeout"] != int64(30) || resp.Data["min_ttl"] != int64(600) {
-		t.Fatalf("defaults not applied: %#v", resp.Data)
-	}
+	requireData(t, "config read", resp.Data, map[string]any{
+		"client_id": "id", "token_url": defaultTokenURL, "request_timeout": int64(30), "min_ttl": int64(600), "ca_cert": "",
+	})
 	if env.fake.Requests() != 0 {
 		t.Fatal("verify=false still called Mirakl")
 	}
 }
 
 func TestConfigUpdateChangesOnlyNamedFields(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.Configure(map[string]any{"min_ttl": "15m"})
 
@@ -58,9 +57,9 @@ func TestConfigUpdateChangesOnlyNamedFields(t *testing.T) {
 
 	resp, err = env.ReadConfig()
 	requireOK(t, resp, err)
-	if resp.Data["client_id"] != testClientID || resp.Data["min_ttl"] != int64(900) || resp.Data["request_timeout"] != int64(5) {
-		t.Fatalf("update touched other fields: %#v", resp.Data)
-	}
+	requireData(t, "config read after the update", resp.Data, map[string]any{
+		"client_id": testClientID, "token_url": env.fake.TokenURL(), "request_timeout": int64(5), "min_ttl": int64(900), "ca_cert": "",
+	})
 	stored, err := readConfig(env.ctx, env.storage)
 	if err != nil || stored.ClientSecret != testClientSecret {
 		t.Fatalf("update lost the secret: %v", err)
@@ -68,6 +67,7 @@ func TestConfigUpdateChangesOnlyNamedFields(t *testing.T) {
 }
 
 func TestConfigCreateRequiresCredentials(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID})
 	requireUserError(t, resp, err, "client_secret is required")
@@ -79,6 +79,10 @@ func TestConfigCreateRequiresCredentials(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	tlsFake := fakemirakl.NewTLS(testClientID, testClientSecret)
+	tlsFake.Close()
+	aCertificate := tlsFake.CACertPEM()
 	cases := []struct {
 		name  string
 		field string
@@ -100,9 +104,11 @@ func TestConfigValidation(t *testing.T) {
 		{"unparsable timeout", "request_timeout", "fast", "request_timeout"},
 		{"bad pem", "ca_cert", "not a certificate", "ca_cert must be one or more PEM certificates"},
 		{"wrong pem type", "ca_cert", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "only CERTIFICATE blocks"},
+		{"unparsable second certificate", "ca_cert", aCertificate + "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "ca_cert certificate 2 cannot be parsed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			env := newTestEnv(t)
 			env.Configure(nil)
 			before, _ := env.storage.Get(env.ctx, configStorageKey)
@@ -122,6 +128,7 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestConfigLoopbackHTTPAccepted(t *testing.T) {
+	t.Parallel()
 	for _, u := range []string{"http://127.0.0.1:1/oauth/token", "http://127.8.9.10/x", "http://[::1]:8080/t", "http://localhost/t"} {
 		if problem := validateTokenURL(u); problem != "" {
 			t.Errorf("%s refused: %s", u, problem)
@@ -130,6 +137,7 @@ func TestConfigLoopbackHTTPAccepted(t *testing.T) {
 }
 
 func TestConfigVerifyRefusedStoresNothing(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": "wrong-secret", "token_url": env.fake.TokenURL()})
 	requireStatus(t, resp, err, http.StatusBadRequest, `Mirakl refused the credentials: HTTP 401, error "invalid_client"`)
@@ -149,6 +157,7 @@ func TestConfigVerifyRefusedStoresNothing(t *testing.T) {
 }
 
 func TestConfigVerifyUnreachableIs502(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.fake.Enqueue(fakemirakl.HTMLError(503), fakemirakl.HTMLError(503), fakemirakl.HTMLError(503), fakemirakl.HTMLError(503), fakemirakl.HTMLError(503))
 	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": env.fake.TokenURL()})
@@ -159,6 +168,7 @@ func TestConfigVerifyUnreachableIs502(t *testing.T) {
 }
 
 func TestConfigVerifySeedsCache(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.Configure(nil)
 	if got := env.fake.Stats().Issued; got != 1 {
@@ -171,6 +181,7 @@ func TestConfigVerifySeedsCache(t *testing.T) {
 }
 
 func TestConfigChangeFlushesToken(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.Configure(map[string]any{"verify": false})
 	_, first := env.MustReadToken()
@@ -184,6 +195,7 @@ func TestConfigChangeFlushesToken(t *testing.T) {
 }
 
 func TestConfigDelete(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.Configure(nil)
 	env.MustReadToken()
@@ -199,6 +211,7 @@ func TestConfigDelete(t *testing.T) {
 }
 
 func TestConfigSealWrapped(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	paths := env.backend.SpecialPaths()
 	if paths == nil || len(paths.SealWrapStorage) != 1 || paths.SealWrapStorage[0] != "config" {
@@ -213,25 +226,35 @@ func TestConfigSealWrapped(t *testing.T) {
 // Whoever may update the config but was never given the secret cannot send
 // the stored secret to an endpoint, or through a CA, of their choosing.
 func TestConfigMovingTheEndpointRequiresTheSecret(t *testing.T) {
-	elsewhere := fakemirakl.NewTLS(testClientID, testClientSecret)
-	t.Cleanup(elsewhere.Close)
+	t.Parallel()
 	cases := []struct {
 		name   string
-		update map[string]any
+		update func(elsewhere *fakemirakl.Server) map[string]any
 	}{
-		{"token_url", map[string]any{"token_url": elsewhere.TokenURL()}},
-		{"token_url without verify", map[string]any{"token_url": elsewhere.TokenURL(), "verify": false}},
-		{"ca_cert", map[string]any{"ca_cert": elsewhere.CACertPEM()}},
-		{"both", map[string]any{"token_url": elsewhere.TokenURL(), "ca_cert": elsewhere.CACertPEM(), "verify": false}},
+		{"token_url", func(elsewhere *fakemirakl.Server) map[string]any {
+			return map[string]any{"token_url": elsewhere.TokenURL()}
+		}},
+		{"token_url without verify", func(elsewhere *fakemirakl.Server) map[string]any {
+			return map[string]any{"token_url": elsewhere.TokenURL(), "verify": false}
+		}},
+		{"ca_cert", func(elsewhere *fakemirakl.Server) map[string]any {
+			return map[string]any{"ca_cert": elsewhere.CACertPEM()}
+		}},
+		{"both", func(elsewhere *fakemirakl.Server) map[string]any {
+			return map[string]any{"token_url": elsewhere.TokenURL(), "ca_cert": elsewhere.CACertPEM(), "verify": false}
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			elsewhere := fakemirakl.NewTLS(testClientID, testClientSecret)
+			t.Cleanup(elsewhere.Close)
+			update := tc.update(elsewhere)
 			env := newTestEnv(t)
 			env.Configure(nil)
 			before, _ := env.storage.Get(env.ctx, configStorageKey)
-			baseline := elsewhere.Requests()
 
-			resp, err := env.WriteConfig(tc.update)
+			resp, err := env.WriteConfig(update)
 			requireStatus(t, resp, err, http.StatusBadRequest, "changing token_url or ca_cert requires client_secret in the same write")
 			after, _ := env.storage.Get(env.ctx, configStorageKey)
 			if string(before.Value) != string(after.Value) {
@@ -239,15 +262,13 @@ func TestConfigMovingTheEndpointRequiresTheSecret(t *testing.T) {
 			}
 			env.clock.Advance(time.Hour)
 			env.MustReadToken()
-			if got := elsewhere.Requests() - baseline; got != 0 {
+			if got := elsewhere.Requests(); got != 0 {
 				t.Fatalf("the other endpoint received %d requests", got)
 			}
 
 			withSecret := map[string]any{"client_secret": testClientSecret}
-			for k, v := range tc.update {
-				withSecret[k] = v
-			}
-			if _, moves := tc.update["token_url"]; !moves {
+			maps.Copy(withSecret, update)
+			if _, moves := update["token_url"]; !moves {
 				withSecret["token_url"] = elsewhere.TokenURL()
 			}
 			withSecret["ca_cert"] = elsewhere.CACertPEM()
@@ -257,6 +278,7 @@ func TestConfigMovingTheEndpointRequiresTheSecret(t *testing.T) {
 	}
 
 	t.Run("other fields", func(t *testing.T) {
+		t.Parallel()
 		env := newTestEnv(t)
 		env.Configure(nil)
 		resp, err := env.WriteConfig(map[string]any{"min_ttl": "5m", "request_timeout": "10s", "client_id": testClientID, "token_url": env.fake.TokenURL()})
@@ -264,33 +286,122 @@ func TestConfigMovingTheEndpointRequiresTheSecret(t *testing.T) {
 	})
 }
 
-// A refused update changes nothing, in storage or in memory.
+// A refused update changes nothing, in storage or in memory: the cached token
+// and the stored config's min_ttl and credentials keep serving.
 func TestConfigRefusedUpdateKeepsServingOldConfig(t *testing.T) {
-	env := newTestEnv(t)
-	env.Configure(nil)
-	_, first := env.MustReadToken()
+	t.Parallel()
+	t.Run("Mirakl refuses the credentials", func(t *testing.T) {
+		t.Parallel()
+		env := newTestEnv(t)
+		env.Configure(nil)
+		_, first := env.MustReadToken()
 
-	resp, err := env.WriteConfig(map[string]any{"client_secret": "wrong-secret"})
-	requireStatus(t, resp, err, http.StatusBadRequest, "nothing was stored")
-	if _, tok := env.MustReadToken(); tok != first {
-		t.Fatal("a refused update dropped the cached token")
+		resp, err := env.WriteConfig(map[string]any{"client_secret": "wrong-secret", "min_ttl": "50m"})
+		requireStatus(t, resp, err, http.StatusBadRequest, "nothing was stored")
+		requireServesOldConfig(t, env, first)
+		if got := env.fake.Stats().Refused; got != 1 {
+			t.Fatalf("the refused secret was sent %d times", got)
+		}
+	})
+	t.Run("storage refuses the write", func(t *testing.T) {
+		t.Parallel()
+		env := newTestEnv(t)
+		env.Configure(nil)
+		_, first := env.MustReadToken()
+
+		env.storage.FailPut(true)
+		resp, err := env.WriteConfig(map[string]any{"client_secret": testClientSecret, "min_ttl": "50m"})
+		env.storage.FailPut(false)
+		if err == nil || !strings.Contains(err.Error(), "storing config") || resp != nil {
+			t.Fatalf("want the storage error, got %#v, %v", resp, err)
+		}
+		requireServesOldConfig(t, env, first)
+	})
+}
+
+// requireServesOldConfig checks that the mount still serves first, the token
+// of a config with the default min_ttl (10m) and valid credentials.
+func requireServesOldConfig(t *testing.T, env *testEnv, first string) {
+	t.Helper()
+	requests := env.fake.Requests()
+	// 34m59s left: enough for min_ttl 10m, not for 50m (capped at half the
+	// token's life, 30m), which would warn.
+	env.clock.Advance(25 * time.Minute)
+	if resp, tok := env.MustReadToken(); tok != first || len(resp.Warnings) != 0 {
+		t.Fatalf("the refused update changed what is served: same token %v, warnings %v", tok == first, resp.Warnings)
+	}
+	env.settle()
+	if got := env.fake.Requests() - requests; got != 0 {
+		t.Fatalf("serving the cached token made %d requests", got)
 	}
 	env.clock.Advance(time.Hour)
 	if _, tok := env.MustReadToken(); tok == first {
 		t.Fatal("no new token with the stored credentials")
-	}
-	if got := env.fake.Stats().Refused; got != 1 {
-		t.Fatalf("the refused secret was sent %d times", got)
 	}
 }
 
 // The README's own command, client_secret=- <<<"$SECRET", passes a trailing
 // newline; @file often does too.
 func TestConfigTrimsTheSecret(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID + "\n", "client_secret": testClientSecret + "\n", "token_url": env.fake.TokenURL()})
 	requireOK(t, resp, err)
 	if stored, _ := readConfig(env.ctx, env.storage); stored.ClientSecret != testClientSecret {
 		t.Fatalf("stored secret %q", stored.ClientSecret)
+	}
+}
+
+// Vault's router asks whether the config exists to tell a create from an
+// update, which policies grant separately.
+func TestConfigExistence(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	if env.ConfigExists() {
+		t.Fatal("a config exists before any write")
+	}
+	env.Configure(nil)
+	if !env.ConfigExists() {
+		t.Fatal("no config after a write")
+	}
+	resp, err := env.DeleteConfig()
+	requireOK(t, resp, err)
+	if env.ConfigExists() {
+		t.Fatal("a config exists after its delete")
+	}
+
+	env.storage.FailGet(true)
+	if _, _, err := env.backend.HandleExistenceCheck(env.ctx, &logical.Request{Operation: logical.UpdateOperation, Path: "config", Storage: env.storage}); err == nil {
+		t.Fatal("an unreadable storage passed for a missing config")
+	}
+}
+
+// A config change or delete closes the connections of the client it
+// replaces: none stays open to an endpoint the mount no longer uses.
+func TestConfigChangeClosesOldConnections(t *testing.T) {
+	t.Parallel()
+	changes := map[string]func(t *testing.T, env *testEnv){
+		"rotation": func(t *testing.T, env *testEnv) {
+			elsewhere := fakemirakl.New(testClientID, testClientSecret)
+			t.Cleanup(elsewhere.Close)
+			env.Configure(map[string]any{"token_url": elsewhere.TokenURL(), "verify": false})
+		},
+		"delete": func(t *testing.T, env *testEnv) {
+			resp, err := env.DeleteConfig()
+			requireOK(t, resp, err)
+		},
+	}
+	for name, change := range changes {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			env := newTestEnv(t)
+			env.Configure(nil)
+			env.MustReadToken()
+			if got := env.fake.OpenConnections(); got != 1 {
+				t.Fatalf("%d connections open to Mirakl, want the one kept alive", got)
+			}
+			change(t, env)
+			waitFor(t, "the old connection to close", func() bool { return env.fake.OpenConnections() == 0 })
+		})
 	}
 }

@@ -80,14 +80,13 @@ func describeOutcome(err error) (outcome string, status int) {
 	case err == nil:
 		return "token", http.StatusOK
 	case errors.As(err, &upstream):
-		status = upstream.Status
-		switch upstream.Kind {
-		case ErrCredentialsRefused:
-			return "refused", status
-		case ErrUnavailable:
-			return "unavailable", status
+		switch {
+		case errors.Is(upstream, ErrCredentialsRefused):
+			return "refused", upstream.Status
+		case errors.Is(upstream, ErrUnavailable):
+			return "unavailable", upstream.Status
 		default:
-			return "invalid_response", status
+			return "invalid_response", upstream.Status
 		}
 	case errors.Is(err, context.Canceled):
 		return "cancelled", 0

@@ -41,9 +41,8 @@ const renewMargin = time.Second
 // lets Vault Proxy and Agent keep one lease per token for all their readers;
 // they read again once the renewal stops growing.
 func (b *backend) secretTokenRenew(_ context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	raw, _ := req.Secret.InternalData[internalExpiresAt].(string)
-	expiresAt, err := time.Parse(time.RFC3339Nano, raw)
-	if err != nil {
+	expiresAt, known := leaseExpiry(req.Secret)
+	if !known {
 		// Leases from before renewals carry no expiry: they end on their own.
 		return logical.ErrorResponse("this lease cannot be renewed (it predates renewable leases): read %stoken for a new token", req.MountPoint), nil
 	}
@@ -78,4 +77,11 @@ func (b *backend) secretTokenRenew(_ context.Context, req *logical.Request, _ *f
 // time would make those ends requests to Mirakl.
 func (b *backend) secretTokenRevoke(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
 	return nil, nil
+}
+
+// leaseExpiry is the expiry of the lease's token, if the lease carries one.
+func leaseExpiry(secret *logical.Secret) (time.Time, bool) {
+	raw, _ := secret.InternalData[internalExpiresAt].(string)
+	expiresAt, err := time.Parse(time.RFC3339Nano, raw)
+	return expiresAt, err == nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -30,12 +31,24 @@ const (
 type testClock struct {
 	mu  sync.Mutex
 	now time.Time
+	// step passes each time the engine reads the clock, as time passes while
+	// a busy machine works through a request.
+	step time.Duration
 }
 
 func (c *testClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.now
+	now := c.now
+	c.now = c.now.Add(c.step)
+	return now
+}
+
+// PassEachRead makes step pass each time the engine reads the clock (0: frozen).
+func (c *testClock) PassEachRead(step time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.step = step
 }
 
 func (c *testClock) Advance(d time.Duration) {
@@ -120,12 +133,23 @@ func (e *testEnv) Configure(extra map[string]any) {
 	requireOK(e.t, resp, err)
 }
 
+// WriteConfig creates or updates the config, as Vault's router decides: by
+// the path's existence check.
 func (e *testEnv) WriteConfig(data map[string]any) (*logical.Response, error) {
 	op := logical.CreateOperation
-	if exists, _ := e.backend.pathConfigExistenceCheck(e.ctx, &logical.Request{Storage: e.storage}, nil); exists {
+	if e.ConfigExists() {
 		op = logical.UpdateOperation
 	}
 	return e.request(op, "config", data)
+}
+
+func (e *testEnv) ConfigExists() bool {
+	e.t.Helper()
+	checked, exists, err := e.backend.HandleExistenceCheck(e.ctx, &logical.Request{Operation: logical.UpdateOperation, Path: "config", Storage: e.storage})
+	if err != nil || !checked {
+		e.t.Fatalf("existence check of config: checked %v, error %v", checked, err)
+	}
+	return exists
 }
 
 func (e *testEnv) ReadConfig() (*logical.Response, error) {
@@ -164,6 +188,15 @@ func requireOK(t *testing.T, resp *logical.Response, err error) {
 	}
 	if resp != nil && resp.IsError() {
 		t.Fatalf("unexpected error response: %v", resp.Error())
+	}
+}
+
+// requireData compares a whole response map, so that a field added, lost or
+// changed shows.
+func requireData(t *testing.T, what string, got, want map[string]any) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s:\n got %#v\nwant %#v", what, got, want)
 	}
 }
 

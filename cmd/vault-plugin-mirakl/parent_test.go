@@ -57,7 +57,7 @@ func TestMain(m *testing.M) {
 // thread may end long before the parent.
 func standInParent() {
 	go func() {
-		runtime.LockOSThread() // never unlocked, so the thread ends with the goroutine
+		runtime.LockOSThread()          // never unlocked, so the thread ends with the goroutine
 		cmd := exec.Command(os.Args[0]) //nolint:gosec // G702: the test binary re-executes itself
 		cmd.Env = append(os.Environ(), roleEnv+"="+os.Getenv(pluginRoleEnv))
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stdout

@@ -107,6 +107,8 @@ type Server struct {
 	stats        Stats
 	issued       []string
 	issuedAt     map[string]time.Time
+	arrivals     []time.Time
+	openConns    int
 
 	httpServer *httptest.Server
 }
@@ -132,14 +134,18 @@ func NewHandler(clientID, clientSecret string, opts ...Option) *Server {
 // New starts the fake on 127.0.0.1 (plain HTTP, which the engine accepts for loopback only).
 func New(clientID, clientSecret string, opts ...Option) *Server {
 	s := NewHandler(clientID, clientSecret, opts...)
-	s.httpServer = httptest.NewServer(s)
+	s.httpServer = httptest.NewUnstartedServer(s)
+	s.httpServer.Config.ConnState = s.trackConnection
+	s.httpServer.Start()
 	return s
 }
 
 // NewTLS starts the fake on 127.0.0.1 over HTTPS with a certificate of its own CA.
 func NewTLS(clientID, clientSecret string, opts ...Option) *Server {
 	s := NewHandler(clientID, clientSecret, opts...)
-	s.httpServer = httptest.NewTLSServer(s)
+	s.httpServer = httptest.NewUnstartedServer(s)
+	s.httpServer.Config.ConnState = s.trackConnection
+	s.httpServer.StartTLS()
 	return s
 }
 
@@ -208,6 +214,33 @@ func (s *Server) IssuedTokens() []string {
 	return append([]string(nil), s.issued...)
 }
 
+// Arrivals is when each request to the token path arrived, in order, so that
+// tests can see how long the engine waited between attempts.
+func (s *Server) Arrivals() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.arrivals...)
+}
+
+// OpenConnections is the number of client connections open to the fake,
+// idle ones included (New and NewTLS only).
+func (s *Server) OpenConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.openConns
+}
+
+func (s *Server) trackConnection(_ net.Conn, state http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch state {
+	case http.StateNew:
+		s.openConns++
+	case http.StateClosed, http.StateHijacked:
+		s.openConns--
+	}
+}
+
 // IssuedAt is when the fake issued token (before its answer was sent), so
 // that tests measure expiry against the issuer, not against when they look.
 func (s *Server) IssuedAt(token string) (time.Time, bool) {
@@ -233,6 +266,7 @@ func (s *Server) nextFault() (Fault, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.Requests++
+	s.arrivals = append(s.arrivals, time.Now())
 	if len(s.queued) > 0 {
 		f := s.queued[0]
 		s.queued = s.queued[1:]
@@ -314,7 +348,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	payload, _ := json.Marshal(body)
 	if fault.BodySize > len(payload) {
-		body["padding"] = strings.Repeat("x", fault.BodySize-len(payload))
+		// The padding field's own name and quotes count towards the size.
+		body["padding"] = ""
+		unpadded, _ := json.Marshal(body)
+		body["padding"] = strings.Repeat("x", max(fault.BodySize-len(unpadded), 0))
 		payload, _ = json.Marshal(body)
 	}
 	w.Header().Set("Content-Type", "application/json")
