@@ -66,7 +66,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		"access_token": tok.AccessToken,
 		"token_type":   tok.TokenType,
 		"expires_in":   int64(left.Seconds()),
-		"expires_at":   tok.expiresAt.UTC().Format(time.RFC3339),
+		"expires_at":   tok.expiresAtText,
 	}
 	if tok.TargetApp != "" {
 		data["target_app"] = tok.TargetApp
@@ -76,7 +76,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	resp := b.Secret(secretTokenType).Response(data, map[string]any{
 		internalFingerprint: tok.fingerprint,
-		internalExpiresAt:   tok.expiresAt.UTC().Format(time.RFC3339Nano),
+		internalExpiresAt:   tok.expiresAtLease,
 	})
 	// Renewable up to the token's expiry and no further (secretTokenRenew).
 	resp.Secret.TTL = left
@@ -130,10 +130,10 @@ func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL
 		if err != nil {
 			return nil, nil, err
 		}
-		tok.read.Store(true)
+		tok.markRead()
 		return tok, minTTLWarnings(tok, b.now(), want), nil
 	}
-	cached.read.Store(true)
+	cached.markRead()
 
 	if cached.remaining(now) >= cached.reusableFor(want) {
 		if cached.remaining(now) < refreshPoint(mount.config, cached) {
@@ -146,7 +146,7 @@ func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL
 	if readerMinTTL != nil && mount.cache.retryDue(now) {
 		tok, err := b.fetch(ctx, mount, cached)
 		if err == nil {
-			tok.read.Store(true)
+			tok.markRead()
 			return tok, minTTLWarnings(tok, b.now(), want), nil
 		}
 		if now = b.now(); !cached.servable(now) {

@@ -26,17 +26,31 @@ type cachedToken struct {
 	issuedAt    time.Time
 	expiresAt   time.Time
 	fingerprint string
+	// The expiry as every read shows it and as every lease keeps it,
+	// formatted once rather than per read.
+	expiresAtText, expiresAtLease string
 	// read: a reader got this token, so its successor is worth fetching
 	// ahead of time. A token nobody read is left to expire.
 	read atomic.Bool
 }
 
 func newCachedToken(f *fetchedToken, now time.Time) *cachedToken {
+	expiresAt := now.Add(f.ExpiresIn)
 	return &cachedToken{
-		fetchedToken: *f,
-		issuedAt:     now,
-		expiresAt:    now.Add(f.ExpiresIn),
-		fingerprint:  tokenFingerprint(f.AccessToken),
+		fetchedToken:   *f,
+		issuedAt:       now,
+		expiresAt:      expiresAt,
+		fingerprint:    tokenFingerprint(f.AccessToken),
+		expiresAtText:  expiresAt.UTC().Format(time.RFC3339),
+		expiresAtLease: expiresAt.UTC().Format(time.RFC3339Nano),
+	}
+}
+
+// markRead notes that a reader got the token; every cached read calls it, so
+// it writes only the first time, leaving the shared flag's cache line alone.
+func (t *cachedToken) markRead() {
+	if !t.read.Load() {
+		t.read.Store(true)
 	}
 }
 

@@ -169,13 +169,6 @@ func (s *Server) Close() {
 	}
 }
 
-// SetExpiresIn changes the lifetime of tokens issued from now on.
-func (s *Server) SetExpiresIn(seconds int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.expiresIn = seconds
-}
-
 // SetCredentials changes the credentials the fake accepts, as if Mirakl rotated them.
 func (s *Server) SetCredentials(clientID, clientSecret string) {
 	s.mu.Lock()
