@@ -226,14 +226,15 @@ func (c *tokenClient) judge(resp *http.Response, body []byte) (*fetchedToken, er
 	}
 
 	status := resp.StatusCode
-	switch {
-	case status >= 300 && status < 400:
+	if status >= 300 && status < 400 {
 		return nil, failure(ErrInvalidResponse, "redirects are not followed: set token_url to the endpoint itself")
-	case isTransientStatus(status):
+	}
+	if isTransientStatus(status) {
 		upstream := failure(ErrUnavailable, "")
 		upstream.RetryAfter, _ = retryAfter(resp, c.now())
 		return nil, upstream
-	case status >= 400 && status < 500:
+	}
+	if status >= 400 && status < 500 {
 		var refusal struct {
 			Code        string `json:"error"`
 			Description string `json:"error_description"`
@@ -244,7 +245,8 @@ func (c *tokenClient) judge(resp *http.Response, body []byte) (*fetchedToken, er
 		upstream := failure(ErrCredentialsRefused, c.scrub(refusal.Description))
 		upstream.OAuthCode = c.scrub(refusal.Code)
 		return nil, upstream
-	case status < 200 || status > 299:
+	}
+	if status < 200 || status > 299 {
 		return nil, failure(ErrInvalidResponse, "")
 	}
 
@@ -258,12 +260,13 @@ func (c *tokenClient) judge(resp *http.Response, body []byte) (*fetchedToken, er
 	if err := json.Unmarshal(body, &answer); err != nil {
 		return nil, failure(ErrInvalidResponse, "the body is not a JSON token")
 	}
-	switch {
-	case answer.AccessToken == "":
+	if answer.AccessToken == "" {
 		return nil, failure(ErrInvalidResponse, "access_token is missing")
-	case answer.TokenType == "":
+	}
+	if answer.TokenType == "" {
 		return nil, failure(ErrInvalidResponse, "token_type is missing (want Bearer)")
-	case !strings.EqualFold(answer.TokenType, "Bearer"):
+	}
+	if !strings.EqualFold(answer.TokenType, "Bearer") {
 		return nil, failure(ErrInvalidResponse, "token_type is not Bearer")
 	}
 	expiresIn, err := parseExpiresIn(answer.ExpiresIn)
@@ -317,12 +320,13 @@ func parseExpiresIn(raw json.RawMessage) (time.Duration, error) {
 		text = strings.TrimSpace(unquoted)
 	}
 	seconds, err := strconv.ParseFloat(text, 64)
-	switch {
-	case err != nil || math.IsNaN(seconds):
+	if err != nil || math.IsNaN(seconds) {
 		return 0, errors.New("expires_in is not a number")
-	case seconds < minExpiresIn:
+	}
+	if seconds < minExpiresIn {
 		return 0, fmt.Errorf("expires_in is %v (want at least %d seconds)", seconds, minExpiresIn)
-	case seconds > maxExpiresIn:
+	}
+	if seconds > maxExpiresIn {
 		return 0, fmt.Errorf("expires_in is %v seconds, more than a year", seconds)
 	}
 	return time.Duration(seconds) * time.Second, nil

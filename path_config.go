@@ -331,14 +331,16 @@ func (c *miraklConfig) movesSecretFrom(old *miraklConfig) bool {
 
 // validate says what the writer must fix, if anything.
 func (c *miraklConfig) validate() error {
-	switch {
-	case c.ClientID == "":
+	if c.ClientID == "" {
 		return errors.New("client_id is required: the client ID Mirakl gave you")
-	case c.ClientSecret == "":
+	}
+	if c.ClientSecret == "" {
 		return errors.New("client_secret is required: the client secret Mirakl gave you")
-	case c.RequestTimeout <= 0 || c.RequestTimeout > maxRequestTimeout:
+	}
+	if c.RequestTimeout <= 0 || c.RequestTimeout > maxRequestTimeout {
 		return fmt.Errorf("request_timeout must be a positive duration of at most %s, such as 30s", maxRequestTimeout)
-	case c.MinTTL < 0:
+	}
+	if c.MinTTL < 0 {
 		return errors.New("min_ttl must be zero or a positive duration, such as 10m")
 	}
 	if problem := validateTokenURL(c.TokenURL); problem != "" {
