@@ -5,6 +5,7 @@ package mirakl
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -38,8 +39,10 @@ type backend struct {
 	// The mount's config with its client and token cache stays in memory so
 	// that a cached token read touches neither storage nor the network. nil
 	// until the first read after start, a write or an invalidation.
-	mu    sync.RWMutex
-	mount *mountState
+	// Reads load it without a lock; mountWrites serialises whoever replaces
+	// it (a load from storage, a config write, an invalidation).
+	mount       atomic.Pointer[mountState]
+	mountWrites sync.Mutex
 
 	// configWrites serialises config writes and deletes, so that two updates
 	// cannot each merge into the same old config.
@@ -140,22 +143,25 @@ type rememberedLocalMount struct {
 	logical.SystemView
 	now func() time.Time
 
-	mu      sync.Mutex
-	known   bool
-	local   bool
-	askedAt time.Time
+	// Every request asks, so the answer is read without a lock.
+	local      atomic.Bool
+	falseUntil atomic.Int64 // Unix nanoseconds until which a false answer stands
 }
 
 const localMountFalseRecheck = time.Minute
 
 func (v *rememberedLocalMount) LocalMount() bool {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	now := v.now()
-	if !v.known || (!v.local && now.Sub(v.askedAt) >= localMountFalseRecheck) {
-		v.local, v.known, v.askedAt = v.SystemView.LocalMount(), true, now
+	if v.local.Load() {
+		return true // a mount does not stop being local
 	}
-	return v.local
+	now := v.now().UnixNano()
+	if now < v.falseUntil.Load() {
+		return false
+	}
+	local := v.SystemView.LocalMount()
+	v.local.Store(local)
+	v.falseUntil.Store(now + int64(localMountFalseRecheck))
+	return local
 }
 
 const backendHelp = `

@@ -243,17 +243,13 @@ func newMountState(cfg *miraklConfig, client *tokenClient) *mountState {
 // currentMount returns the mount's state, loading the config from storage
 // once; nil means the mount is not configured.
 func (b *backend) currentMount(ctx context.Context, s logical.Storage) (*mountState, error) {
-	b.mu.RLock()
-	mount := b.mount
-	b.mu.RUnlock()
-	if mount != nil {
+	if mount := b.mount.Load(); mount != nil {
 		return mount, nil
 	}
-
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.mount != nil {
-		return b.mount, nil
+	b.mountWrites.Lock()
+	defer b.mountWrites.Unlock()
+	if mount := b.mount.Load(); mount != nil {
+		return mount, nil
 	}
 	cfg, err := readConfig(ctx, s)
 	if err != nil || cfg == nil {
@@ -263,25 +259,21 @@ func (b *backend) currentMount(ctx context.Context, s logical.Storage) (*mountSt
 	if err != nil {
 		return nil, fmt.Errorf("loading config: %w", err)
 	}
-	b.mount = newMountState(cfg, client)
-	return b.mount, nil
+	mount := newMountState(cfg, client)
+	b.mount.Store(mount)
+	return mount, nil
 }
 
 // loadedMount is the mount's state if it is in memory, without touching storage.
-func (b *backend) loadedMount() *mountState {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return b.mount
-}
+func (b *backend) loadedMount() *mountState { return b.mount.Load() }
 
 // setMount replaces the mount's state (nil: load again from storage on next use).
 func (b *backend) setMount(mount *mountState) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.mount != nil && b.mount != mount {
-		b.mount.client.close()
+	b.mountWrites.Lock()
+	defer b.mountWrites.Unlock()
+	if old := b.mount.Swap(mount); old != nil && old != mount {
+		old.client.close()
 	}
-	b.mount = mount
 }
 
 func readConfig(ctx context.Context, s logical.Storage) (*miraklConfig, error) {
