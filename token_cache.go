@@ -79,9 +79,8 @@ type tokenCache struct {
 	failures int
 	// nextAttempt is the earliest time of the next background attempt.
 	nextAttempt time.Time
-	// refusedUntil: a refusal fails reads fast until then, and stops
-	// background attempts until a request succeeds.
-	refusal      error
+	// refusedUntil: while the last failure is a refusal, reads fail fast
+	// until then, and background attempts stop until a request succeeds.
 	refusedUntil time.Time
 	// backgroundRunning: a background refresh is on its way.
 	backgroundRunning bool
@@ -94,11 +93,14 @@ type tokenCache struct {
 func (c *tokenCache) current(now time.Time) (*cachedToken, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.refusal != nil && now.Before(c.refusedUntil) {
-		return c.token, c.refusal
+	if c.refused() && now.Before(c.refusedUntil) {
+		return c.token, c.failure
 	}
 	return c.token, nil
 }
+
+// refused: the last request was refused, and none succeeded since. Callers hold mu.
+func (c *tokenCache) refused() bool { return errors.Is(c.failure, ErrCredentialsRefused) }
 
 // lastFailure is the error of the last request if none succeeded since.
 func (c *tokenCache) lastFailure() error {
@@ -112,7 +114,7 @@ func (c *tokenCache) lastFailure() error {
 func (c *tokenCache) retryDue(now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.refusal == nil && !now.Before(c.nextAttempt)
+	return !c.refused() && !now.Before(c.nextAttempt)
 }
 
 // claimBackground marks a background refresh as started, unless one runs,
@@ -120,7 +122,7 @@ func (c *tokenCache) retryDue(now time.Time) bool {
 func (c *tokenCache) claimBackground(now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.backgroundRunning || c.refusal != nil || now.Before(c.nextAttempt) {
+	if c.backgroundRunning || c.refused() || now.Before(c.nextAttempt) {
 		return false
 	}
 	c.backgroundRunning = true
@@ -138,7 +140,7 @@ func (c *tokenCache) succeeded(t *cachedToken) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.token = t
-	c.failure, c.failures, c.nextAttempt, c.refusal = nil, 0, time.Time{}, nil
+	c.failure, c.failures, c.nextAttempt = nil, 0, time.Time{}
 }
 
 // failed records a failed request and when the background may try again:
@@ -154,8 +156,8 @@ func (c *tokenCache) failed(err error, now time.Time) {
 		wait = upstream.RetryAfter
 	}
 	c.nextAttempt = now.Add(wait)
-	if errors.Is(err, ErrCredentialsRefused) {
-		c.refusal, c.refusedUntil = err, now.Add(refusalHold)
+	if c.refused() {
+		c.refusedUntil = now.Add(refusalHold)
 	}
 }
 
@@ -174,7 +176,7 @@ func (c *tokenCache) status() cacheStatus {
 		token:             c.token,
 		nextAttempt:       c.nextAttempt,
 		refusedUntil:      c.refusedUntil,
-		backgroundStopped: c.refusal != nil,
+		backgroundStopped: c.refused(),
 	}
 }
 
