@@ -4,8 +4,8 @@
 # (a flipped comparison, a changed operator) that the unit tests should catch.
 # Not part of CI: a run takes several minutes on two cores.
 #
-# gremlins is built once with `go install` into a cache outside the checkout,
-# as scripts/lint.sh does for golangci-lint. It copies the module into a
+# gremlins is built once into a cache outside the checkout (scripts/go-tool.sh),
+# as golangci-lint is for scripts/lint.sh. It copies the module into a
 # temporary directory per worker; the checkout is never modified. Arguments
 # are passed on to `gremlins unleash` (e.g. scripts/mutate.sh --workers 1,
 # or --output-statuses lt to list only the survivors and the timeouts).
@@ -13,24 +13,7 @@ set -euo pipefail
 
 version="v0.6.0"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-gover="$(cd "$root" && go env GOVERSION)" # the module's toolchain (go.mod), not the installed Go
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-mirakl/gremlins-$version-$gover"
-bin="$cache/gremlins"
-
-if [[ ! -x "$bin" ]]; then
-	echo "mutate: installing gremlins $version into $cache (first time only)..." >&2
-	start=$SECONDS
-	# A temporary directory, so that an interrupted build never leaves a binary
-	# behind that later runs would trust.
-	mkdir -p "${cache%/*}"
-	tmp="$(mktemp -d "${cache%/*}/.gremlins.XXXXXX")"
-	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && GOTOOLCHAIN="$gover" GOBIN="$tmp" GOFLAGS=-buildvcs=false go install "github.com/go-gremlins/gremlins/cmd/gremlins@$version") >&2
-	mkdir -p "$cache"
-	mv "$tmp/gremlins" "$bin"
-	rm -rf "$tmp"
-	echo "mutate: installed in $((SECONDS - start))s" >&2
-fi
+bin="$("$root/scripts/go-tool.sh" "github.com/go-gremlins/gremlins/cmd/gremlins@$version")"
 
 cd "$root"
 # gremlins times its coverage run of the tests and allows each mutant's run
@@ -43,7 +26,7 @@ export GOFLAGS="${GOFLAGS:+$GOFLAGS }-count=1"
 # (killed + lived) / all, and cannot reach 100% here: gremlins counts a
 # mutant as covered only inside a block of Go's coverage profile, and
 # constant declarations and the case expressions of a switch lie outside
-# any block (41 of the engine's mutants, most of them caught when applied by
+# any block (14 of the engine's mutants, most of them caught when applied by
 # hand). They go in a config file: gremlins v0.6.0 reads the
 # --threshold-* flags as text and ignores them.
 # gremlins takes --config for a file only if its name has an extension.

@@ -28,35 +28,18 @@ ACCEPTED=()
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-mirakl"
-# govulncheck loads packages through the go command, so it must be built by the
-# same Go: its cache directory is per Go version.
-gover="$(cd "$root" && go env GOVERSION)" # the module's toolchain (go.mod), not the installed Go
-bin="$cache/govulncheck-$GOVULNCHECK_VERSION-$gover/govulncheck"
-indexdb="$cache/vulndb-indexdb-$VULNDB_VERSION/indexdb"
+# The tools are built by the module's own Go (scripts/go-tool.sh): govulncheck
+# loads packages through the go command.
+bin="$("$root/scripts/go-tool.sh" "golang.org/x/vuln/cmd/govulncheck@$GOVULNCHECK_VERSION")"
+gover="$(cd "$root" && go env GOVERSION)"
 db="$cache/vulndb-$VULNDB_VERSION"
 mkdir -p "$cache"
 
 tmp=""
 trap '[[ -z "$tmp" ]] || rm -rf "$tmp"' EXIT
 
-# install PACKAGE@VERSION DEST: go install into a temporary directory, then move
-# the binary in place, so an interrupted build leaves nothing behind.
-install() {
-	local pkg="$1" dest="$2" start=$SECONDS
-	echo "vulncheck: installing $pkg (first time only)..." >&2
-	tmp="$(mktemp -d "$cache/.install.XXXXXX")"
-	(cd "$tmp" && GOTOOLCHAIN="$gover" GOBIN="$tmp" GOFLAGS=-buildvcs=false go install "$pkg") >&2
-	mkdir -p "$(dirname "$dest")"
-	mv "$tmp/$(basename "$dest")" "$dest"
-	rm -rf "$tmp"
-	tmp=""
-	echo "vulncheck: installed $(basename "$dest") in $((SECONDS - start))s" >&2
-}
-
-[[ -x "$bin" ]] || install "golang.org/x/vuln/cmd/govulncheck@$GOVULNCHECK_VERSION" "$bin"
-
 if [[ ! -f "$db/index/db.json" ]]; then
-	[[ -x "$indexdb" ]] || install "golang.org/x/vulndb/cmd/indexdb@$VULNDB_VERSION" "$indexdb"
+	indexdb="$("$root/scripts/go-tool.sh" "golang.org/x/vulndb/cmd/indexdb@$VULNDB_VERSION")"
 	start=$SECONDS
 	echo "vulncheck: building the vulnerability database from golang.org/x/vulndb@$VULNDB_VERSION (first time only)..." >&2
 	src="$(cd "$cache" && go mod download -json "golang.org/x/vulndb@$VULNDB_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
