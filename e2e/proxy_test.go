@@ -19,7 +19,7 @@ import (
 // across several token lifetimes every token the proxy hands out is valid.
 func TestProxyKeepsOneLeasePerToken(t *testing.T) {
 	t.Parallel()
-	const expiresIn = 8 * time.Second
+	const expiresIn = 12 * time.Second
 	e := newEnv(t)
 	acme := e.newAccount("acme", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
 	e.mount("mirakl")
