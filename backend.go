@@ -48,12 +48,10 @@ type backend struct {
 	// cannot each merge into the same old config.
 	configWrites sync.Mutex
 
-	// Refreshes running outside any request: they end with the mount
-	// (stopBackground), and tests wait for them.
-	backgroundMu   sync.Mutex
-	background     sync.WaitGroup
-	backgroundCtx  context.Context
-	stopBackground context.CancelFunc
+	// alive is the parent of every mount state's requests: it ends with the
+	// mount (Clean).
+	alive context.Context
+	stop  context.CancelFunc
 
 	stats upstreamStats
 }
@@ -61,7 +59,7 @@ type backend struct {
 // newBackend builds a mount's backend on the given clock.
 func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() time.Time) (*backend, error) {
 	b := &backend{now: now, retries: defaultRetryPolicy}
-	b.backgroundCtx, b.stopBackground = context.WithCancel(context.Background())
+	b.alive, b.stop = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{
 		Help:        backendHelp,
 		BackendType: logical.TypeLogical,
@@ -87,28 +85,10 @@ func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() tim
 	return b, nil
 }
 
-// goBackground runs f outside any request, until the mount goes away; false
-// if it has gone.
-func (b *backend) goBackground(f func(ctx context.Context)) bool {
-	b.backgroundMu.Lock()
-	defer b.backgroundMu.Unlock()
-	if b.backgroundCtx.Err() != nil {
-		return false
-	}
-	b.background.Add(1)
-	go func() {
-		defer b.background.Done()
-		f(b.backgroundCtx)
-	}()
-	return true
-}
-
-// clean runs when the mount goes away: background requests stop with it.
+// clean runs when the mount goes away: its requests stop with it.
 func (b *backend) clean(context.Context) {
-	b.backgroundMu.Lock()
-	b.stopBackground()
-	b.backgroundMu.Unlock()
-	b.background.Wait()
+	b.stop()
+	b.setMount(nil)
 }
 
 // invalidate runs on nodes whose storage changed under them (standbys, replicas).

@@ -5,12 +5,10 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -18,11 +16,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
-	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/go-hclog"
@@ -51,28 +50,86 @@ const (
 	minExpiresIn = 3
 	// maxExpiresIn refuses lifetimes no OAuth server means (and that would overflow leases).
 	maxExpiresIn = 366 * 24 * 60 * 60
-	// maxOAuthFieldLen bounds the OAuth error and error_description we repeat.
-	maxOAuthFieldLen = 200
+	// maxAccessTokenBytes bounds a token: Vault stores every read's response
+	// in its lease, and Mirakl's JWTs are one or two KiB.
+	maxAccessTokenBytes = 8 << 10
+	// maxInfoFieldBytes bounds target_app and resource_owner.
+	maxInfoFieldBytes = 256
+	// maxDescriptionLen bounds the error_description shown to a config writer.
+	maxDescriptionLen = 200
 )
 
-// UpstreamError is every failure of a token request. It describes Mirakl's
-// answer by status, content type and length, and repeats only the RFC 6749
-// error fields of a refusal, scrubbed of the client secret: it never holds the
-// secret, an access token or any other part of a body.
+// What the engine says about a failed request comes from these closed sets
+// (and numbers): never text that came from outside, which could carry the
+// secret, a token or anything an endpoint chose to put there.
+const (
+	// No complete answer.
+	failTimeout        = "no answer within request_timeout"
+	failRefused        = "connection refused"
+	failReset          = "connection reset"
+	failClosed         = "connection closed before a complete answer"
+	failDNS            = "host name not found"
+	failProxy          = "proxy connection failed"
+	failUntrustedTLS   = "TLS certificate not trusted (behind a TLS-inspecting proxy, set ca_cert to the proxy's CA)"
+	failTLSHandshake   = "TLS handshake failed"
+	failMalformed      = "malformed HTTP answer"
+	failRetryAfterLong = "Mirakl asked to retry after longer than request_timeout allows"
+	failNetwork        = "network error"
+
+	// An answer that is not a token.
+	failRedirect        = "redirects are not followed: set token_url to the endpoint itself"
+	failTooLarge        = "response body larger than 256 KiB"
+	failNoOAuthError    = "no OAuth error in the answer"
+	failUnexpected      = "unexpected status"
+	failNotJSON         = "the body is not a JSON token"
+	failNoAccessToken   = "access_token is missing"
+	failBadAccessToken  = "access_token is not an RFC 6750 token of at most 8 KiB"
+	failNoTokenType     = "token_type is missing (want Bearer)"
+	failNotBearer       = "token_type is not Bearer"
+	failNoExpiresIn     = "expires_in is missing"
+	failExpiresInNaN    = "expires_in is not a number"
+	failBadInfoField    = "target_app or resource_owner is not printable text of at most 256 bytes"
+	failUnregisteredErr = "unregistered"
+)
+
+// oauthErrorCodes are the error codes RFC 6749 (5.2, 4.1.2.1) registers: the
+// only ones repeated as Mirakl sent them.
+var oauthErrorCodes = map[string]bool{
+	"invalid_request": true, "invalid_client": true, "invalid_grant": true,
+	"unauthorized_client": true, "unsupported_grant_type": true, "invalid_scope": true,
+	"access_denied": true, "unsupported_response_type": true, "server_error": true,
+	"temporarily_unavailable": true,
+}
+
+// contentTypes are the media types repeated as sent; any other is "other".
+var contentTypes = map[string]bool{
+	"application/json": true, "text/html": true, "text/plain": true, "text/xml": true,
+	"application/xml": true, "application/x-www-form-urlencoded": true, "application/problem+json": true,
+}
+
+// UpstreamError is every failure of a token request. Its message is built
+// from closed sets only: the failure class, the HTTP status, the content type
+// (a known one or "other"), the length, and a registered OAuth error code.
 type UpstreamError struct {
 	Kind        error         // one of ErrCredentialsRefused, ErrUnavailable, ErrInvalidResponse
+	Failure     string        // one of the fail* classes; "" for a plain transient status or a refusal
 	Status      int           // HTTP status, 0 when there was no answer
-	ContentType string        // of the answer, when there was one
+	ContentType string        // of the answer: a known media type, "other", or ""
 	BodyBytes   int           // length of the answer's body
-	OAuthCode   string        // RFC 6749 "error"
-	Description string        // RFC 6749 "error_description", or what was wrong
+	OAuthCode   string        // a registered RFC 6749 "error", or "unregistered"
 	RetryAfter  time.Duration // what Mirakl asked for with Retry-After, 0 if nothing
-	Cause       error         // transport error, if any
+	Detail      string        // our own words about a bad expires_in; holds only a parsed number
+
+	// description is the refusal's error_description, normalised and bounded.
+	// It is free text from outside: only a caller who sent the secret in the
+	// same request sees it (ForCredentialsWriter), never a log line.
+	description string
 }
 
 func (e *UpstreamError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.Kind.Error())
+	sep := ": "
 	if e.Status != 0 {
 		fmt.Fprintf(&b, ": HTTP %d", e.Status)
 		if e.OAuthCode == "" && (e.ContentType != "" || e.BodyBytes > 0) {
@@ -82,27 +139,33 @@ func (e *UpstreamError) Error() string {
 			}
 			fmt.Fprintf(&b, " (%s, %d bytes)", contentType, e.BodyBytes)
 		}
+		sep = ", "
 	}
-	if e.OAuthCode != "" {
-		fmt.Fprintf(&b, ", error %q", e.OAuthCode)
+	if e.OAuthCode == failUnregisteredErr {
+		b.WriteString(sep + "an unregistered OAuth error code")
+	} else if e.OAuthCode != "" {
+		fmt.Fprintf(&b, "%serror %q", sep, e.OAuthCode)
 	}
-	if e.Description != "" {
-		sep := ": "
-		if e.Status != 0 {
-			sep = ", "
+	if e.Failure != "" {
+		b.WriteString(sep + e.Failure)
+		if e.Detail != "" {
+			b.WriteString(" (" + e.Detail + ")")
 		}
-		b.WriteString(sep + e.Description)
-	}
-	if e.Cause != nil {
-		b.WriteString(": " + e.Cause.Error())
 	}
 	return b.String()
 }
 
+// ForCredentialsWriter is the message for a caller who sent the secret in
+// this very request: the error, with Mirakl's error_description if it gave one.
+func (e *UpstreamError) ForCredentialsWriter() string {
+	if e.description == "" {
+		return e.Error()
+	}
+	return e.Error() + ": " + e.description
+}
+
 // Is makes errors.Is(err, ErrUnavailable) and the like work.
 func (e *UpstreamError) Is(target error) bool { return target == e.Kind }
-
-func (e *UpstreamError) Unwrap() error { return e.Cause }
 
 // fetchedToken is what one successful exchange yields.
 type fetchedToken struct {
@@ -122,8 +185,6 @@ type tokenClient struct {
 	timeout      time.Duration
 	now          func() time.Time
 	http         *retryablehttp.Client
-	// secretPattern finds the secret in what Mirakl sends back, for scrub.
-	secretPattern *regexp.Regexp
 }
 
 // retryPolicy bounds retries within one request; tests shorten the waits.
@@ -150,12 +211,11 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, now func() time.Time,
 	}
 
 	c := &tokenClient{
-		clientID:      cfg.ClientID,
-		clientSecret:  cfg.ClientSecret,
-		tokenURL:      cfg.TokenURL,
-		timeout:       cfg.RequestTimeout,
-		now:           now,
-		secretPattern: secretPattern(cfg.ClientSecret),
+		clientID:     cfg.ClientID,
+		clientSecret: cfg.ClientSecret,
+		tokenURL:     cfg.TokenURL,
+		timeout:      cfg.RequestTimeout,
+		now:          now,
 	}
 	c.http = &retryablehttp.Client{
 		HTTPClient: &http.Client{
@@ -166,7 +226,6 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, now func() time.Time,
 			// One hung attempt must not eat the whole request_timeout: leave room for retries.
 			Timeout: cfg.RequestTimeout / 3,
 		},
-		Logger:       logger,
 		RetryMax:     policy.MaxRetries,
 		RetryWaitMin: policy.WaitMin,
 		RetryWaitMax: policy.WaitMax,
@@ -175,8 +234,19 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, now func() time.Time,
 		// The last answer, not "giving up after N attempts": it is what we classify.
 		ErrorHandler: retryablehttp.PassthroughErrorHandler,
 	}
+	if logger != nil {
+		// retryablehttp logs each failed attempt with the transport's error,
+		// which can quote what the endpoint sent: attempts are ours to describe.
+		c.http.Logger = quietLogger{logger}
+	}
 	return c, nil
 }
+
+// quietLogger passes on retryablehttp's debug lines (method and URL) and
+// drops its error lines, which quote transport errors.
+type quietLogger struct{ hclog.Logger }
+
+func (l quietLogger) Error(string, ...any) {}
 
 // close drops idle connections of a client that a new config replaced.
 func (c *tokenClient) close() { c.http.HTTPClient.CloseIdleConnections() }
@@ -195,7 +265,8 @@ func (c *tokenClient) fetch(ctx context.Context) (*fetchedToken, error) {
 	}
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
-		return nil, fmt.Errorf("building the token request: %w", err)
+		// validateTokenURL accepted the URL: nothing of it is worth repeating.
+		return nil, errors.New("building the token request failed")
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
@@ -217,17 +288,16 @@ func (c *tokenClient) fetch(ctx context.Context) (*fetchedToken, error) {
 
 // judge turns a complete answer into a token or an UpstreamError.
 func (c *tokenClient) judge(resp *http.Response, body []byte) (*fetchedToken, error) {
-	failure := func(kind error, description string) *UpstreamError {
-		return &UpstreamError{Kind: kind, Status: resp.StatusCode, ContentType: mediaType(resp),
-			BodyBytes: len(body), Description: description}
+	failure := func(kind error, class string) *UpstreamError {
+		return &UpstreamError{Kind: kind, Failure: class, Status: resp.StatusCode, ContentType: mediaType(resp), BodyBytes: len(body)}
 	}
 	if len(body) > maxResponseBytes {
-		return nil, failure(ErrInvalidResponse, fmt.Sprintf("response body larger than %d KiB", maxResponseBytes>>10))
+		return nil, failure(ErrInvalidResponse, failTooLarge)
 	}
 
 	status := resp.StatusCode
 	if status >= 300 && status < 400 {
-		return nil, failure(ErrInvalidResponse, "redirects are not followed: set token_url to the endpoint itself")
+		return nil, failure(ErrInvalidResponse, failRedirect)
 	}
 	if isTransientStatus(status) {
 		upstream := failure(ErrUnavailable, "")
@@ -240,14 +310,18 @@ func (c *tokenClient) judge(resp *http.Response, body []byte) (*fetchedToken, er
 			Description string `json:"error_description"`
 		}
 		if json.Unmarshal(body, &refusal) != nil || refusal.Code == "" {
-			return nil, failure(ErrInvalidResponse, "no OAuth error in the answer")
+			return nil, failure(ErrInvalidResponse, failNoOAuthError)
 		}
-		upstream := failure(ErrCredentialsRefused, c.scrub(refusal.Description))
-		upstream.OAuthCode = c.scrub(refusal.Code)
+		upstream := failure(ErrCredentialsRefused, "")
+		upstream.OAuthCode = failUnregisteredErr
+		if oauthErrorCodes[refusal.Code] {
+			upstream.OAuthCode = refusal.Code
+		}
+		upstream.description = c.normaliseDescription(refusal.Description)
 		return nil, upstream
 	}
 	if status < 200 || status > 299 {
-		return nil, failure(ErrInvalidResponse, "")
+		return nil, failure(ErrInvalidResponse, failUnexpected)
 	}
 
 	var answer struct {
@@ -258,20 +332,28 @@ func (c *tokenClient) judge(resp *http.Response, body []byte) (*fetchedToken, er
 		ResourceOwner string          `json:"resource_owner"`
 	}
 	if err := json.Unmarshal(body, &answer); err != nil {
-		return nil, failure(ErrInvalidResponse, "the body is not a JSON token")
+		return nil, failure(ErrInvalidResponse, failNotJSON)
 	}
 	if answer.AccessToken == "" {
-		return nil, failure(ErrInvalidResponse, "access_token is missing")
+		return nil, failure(ErrInvalidResponse, failNoAccessToken)
+	}
+	if !isAccessToken(answer.AccessToken) {
+		return nil, failure(ErrInvalidResponse, failBadAccessToken)
 	}
 	if answer.TokenType == "" {
-		return nil, failure(ErrInvalidResponse, "token_type is missing (want Bearer)")
+		return nil, failure(ErrInvalidResponse, failNoTokenType)
 	}
 	if !strings.EqualFold(answer.TokenType, "Bearer") {
-		return nil, failure(ErrInvalidResponse, "token_type is not Bearer")
+		return nil, failure(ErrInvalidResponse, failNotBearer)
 	}
-	expiresIn, err := parseExpiresIn(answer.ExpiresIn)
-	if err != nil {
-		return nil, failure(ErrInvalidResponse, err.Error())
+	if !isInfoField(answer.TargetApp) || !isInfoField(answer.ResourceOwner) {
+		return nil, failure(ErrInvalidResponse, failBadInfoField)
+	}
+	expiresIn, class, detail := parseExpiresIn(answer.ExpiresIn)
+	if class != "" {
+		upstream := failure(ErrInvalidResponse, class)
+		upstream.Detail = detail
+		return nil, upstream
 	}
 	return &fetchedToken{
 		AccessToken:   answer.AccessToken,
@@ -282,110 +364,162 @@ func (c *tokenClient) judge(resp *http.Response, body []byte) (*fetchedToken, er
 	}, nil
 }
 
-// transportFailure describes a request that got no complete answer.
+// isAccessToken: RFC 6750's b64token (what may follow "Bearer " in a
+// header), so that no app that puts it in a header can be made to inject one.
+func isAccessToken(token string) bool {
+	if len(token) > maxAccessTokenBytes {
+		return false
+	}
+	body := strings.TrimRight(token, "=")
+	if body == "" {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		switch ch := body[i]; {
+		case 'a' <= ch && ch <= 'z', 'A' <= ch && ch <= 'Z', '0' <= ch && ch <= '9':
+		case ch == '-' || ch == '.' || ch == '_' || ch == '~' || ch == '+' || ch == '/':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isInfoField: printable UTF-8 (no control or format characters), bounded.
+func isInfoField(s string) bool {
+	if len(s) > maxInfoFieldBytes || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// transportFailure classifies a request that got no complete answer. The
+// transport's own error is never repeated: Go quotes a malformed answer in it.
 func (c *tokenClient) transportFailure(ctx context.Context, resp *http.Response, err error) error {
 	var tooLong *retryAfterTooLongError
 	if errors.As(err, &tooLong) {
-		return &UpstreamError{Kind: ErrUnavailable, Status: tooLong.status, Description: tooLong.Error(), RetryAfter: tooLong.wait}
+		return &UpstreamError{Kind: ErrUnavailable, Failure: failRetryAfterLong, Status: tooLong.status, RetryAfter: tooLong.wait}
 	}
 	status := 0
 	if resp != nil {
 		status = resp.StatusCode
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
-		// The mount went away (or a test ended): not Mirakl's doing.
-		return fmt.Errorf("token request cancelled: %w", ctx.Err())
+		// The mount's state was replaced or went away: not Mirakl's doing.
+		return errRequestCancelled
 	}
-	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-		return &UpstreamError{Kind: ErrUnavailable, Status: status,
-			Description: fmt.Sprintf("no token within request_timeout (%s)", c.timeout)}
-	}
-	upstream := &UpstreamError{Kind: ErrUnavailable, Status: status, Cause: err}
+	return &UpstreamError{Kind: ErrUnavailable, Status: status, Failure: classifyTransport(ctx, err)}
+}
+
+// errRequestCancelled: the config the request was for was replaced or deleted.
+var errRequestCancelled = errors.New("token request cancelled: the configuration it was for was replaced")
+
+func classifyTransport(ctx context.Context, err error) string {
 	var verification *tls.CertificateVerificationError // wraps x509.UnknownAuthorityError and the like
-	if errors.As(err, &verification) {
-		upstream.Description = "its TLS certificate is not trusted (behind a TLS-inspecting proxy, set ca_cert to the proxy's CA)"
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	var recordErr tls.RecordHeaderError
+	var netErr net.Error
+	switch {
+	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
+		return failTimeout
+	case errors.As(err, &verification):
+		return failUntrustedTLS
+	case errors.As(err, &recordErr) || (errors.As(err, &opErr) && opErr.Op == "remote error"):
+		return failTLSHandshake
+	case errors.As(err, &dnsErr):
+		return failDNS
+	case errors.As(err, &opErr) && opErr.Op == "proxyconnect":
+		return failProxy
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return failRefused
+	case errors.Is(err, syscall.ECONNRESET):
+		return failReset
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return failClosed
+	case strings.Contains(err.Error(), "malformed HTTP") || strings.Contains(err.Error(), "HTTP response to HTTPS client"):
+		// net/http reports these as plain strings; matched here, never repeated.
+		return failMalformed
+	default:
+		return failNetwork
 	}
-	return upstream
 }
 
 // parseExpiresIn accepts a number of seconds, as a JSON number or a numeric
 // string, between minExpiresIn and maxExpiresIn. Vault would turn a zero lease
-// TTL into its 768h default; a token of a second or two cannot be shared.
-func parseExpiresIn(raw json.RawMessage) (time.Duration, error) {
+// TTL into its 768h default; a token of a second or two cannot be shared. A
+// failure is a class, with the parsed number as its detail.
+func parseExpiresIn(raw json.RawMessage) (expiresIn time.Duration, class, detail string) {
 	text := strings.TrimSpace(string(raw))
 	if text == "" || text == "null" {
-		return 0, errors.New("expires_in is missing")
+		return 0, failNoExpiresIn, ""
 	}
 	if unquoted, err := strconv.Unquote(text); err == nil {
 		text = strings.TrimSpace(unquoted)
 	}
 	seconds, err := strconv.ParseFloat(text, 64)
 	if err != nil || math.IsNaN(seconds) {
-		return 0, errors.New("expires_in is not a number")
+		return 0, failExpiresInNaN, ""
 	}
 	if seconds < minExpiresIn {
-		return 0, fmt.Errorf("expires_in is %v (want at least %d seconds)", seconds, minExpiresIn)
+		return 0, "expires_in is too short", fmt.Sprintf("%v; want at least %d seconds", seconds, minExpiresIn)
 	}
 	if seconds > maxExpiresIn {
-		return 0, fmt.Errorf("expires_in is %v seconds, more than a year", seconds)
+		return 0, "expires_in is more than a year", fmt.Sprintf("%v seconds", seconds)
 	}
-	return time.Duration(seconds) * time.Second, nil
+	return time.Duration(seconds) * time.Second, "", ""
 }
 
-// scrub makes an OAuth error field safe to repeat: the client secret removed in
-// every encoding an echoing server could use, printable ASCII only (RFC 6749
-// limits these fields to it), and short.
-func (c *tokenClient) scrub(field string) string {
-	if c.secretPattern != nil {
-		field = c.secretPattern.ReplaceAllString(field, "[redacted]")
-	}
-	field = strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return -1
+// normaliseDescription makes an error_description fit to show the writer
+// who sent the secret: printable ASCII with runs of anything else as one
+// space (so that a secret split by a control or format character is joined
+// back before it is looked for), the secret removed, and short. Linear time.
+func (c *tokenClient) normaliseDescription(text string) string {
+	var b strings.Builder
+	space := false
+	for _, r := range text {
+		if r < 0x20 || r > 0x7e || r == ' ' {
+			space = b.Len() > 0
+			continue
 		}
-		return r
-	}, field)
-	if len(field) > maxOAuthFieldLen {
-		field = field[:maxOAuthFieldLen] + "..."
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		b.WriteRune(r)
+		if b.Len() > 4*maxDescriptionLen {
+			break // the rest cannot be shown anyway
+		}
+	}
+	field := b.String()
+	if c.clientSecret != "" {
+		field = strings.ReplaceAll(field, c.clientSecret, "[redacted]")
+	}
+	if len(field) > maxDescriptionLen {
+		field = field[:maxDescriptionLen] + "..."
 	}
 	return field
 }
 
-// secretPattern matches the secret as a server that echoes what it received
-// may send it back: raw, form- or percent-encoded (either case of hex digits),
-// JSON- or HTML-escaped, base64. Longer spellings come first so that none is left
-// half-replaced.
-func secretPattern(secret string) *regexp.Regexp {
-	if secret == "" {
-		return nil
-	}
-	jsonEscaped, _ := json.Marshal(secret)
-	spellings := []string{
-		secret,
-		url.QueryEscape(secret),
-		url.PathEscape(secret),
-		strings.Trim(string(jsonEscaped), `"`),
-		html.EscapeString(secret),
-		base64.StdEncoding.EncodeToString([]byte(secret)),
-		base64.RawURLEncoding.EncodeToString([]byte(secret)),
-	}
-	slices.SortFunc(spellings, func(a, b string) int { return len(b) - len(a) })
-	spellings = slices.Compact(spellings)
-	for i, s := range spellings {
-		spellings[i] = regexp.QuoteMeta(s)
-	}
-	return regexp.MustCompile("(?i)" + strings.Join(spellings, "|"))
-}
-
+// mediaType is the answer's media type if it is one we know, else "other".
 func mediaType(resp *http.Response) string {
 	if resp == nil {
 		return ""
 	}
 	media, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if err != nil {
+	switch {
+	case err != nil:
 		return ""
+	case contentTypes[media]:
+		return media
+	default:
+		return "other"
 	}
-	return media
 }
 
 // tokenFingerprint identifies a token in lease data, logs and status without revealing it.
@@ -400,13 +534,9 @@ func tokenFingerprint(accessToken string) string {
 type retryAfterTooLongError struct {
 	status int
 	wait   time.Duration
-	left   time.Duration
 }
 
-func (e *retryAfterTooLongError) Error() string {
-	return fmt.Sprintf("Mirakl asked to retry after %s, more than the %s left of request_timeout",
-		e.wait.Round(time.Second), e.left.Round(time.Millisecond))
-}
+func (e *retryAfterTooLongError) Error() string { return failRetryAfterLong }
 
 func isTransientStatus(status int) bool {
 	switch status {
@@ -442,7 +572,7 @@ func (c *tokenClient) checkRetry(ctx context.Context, resp *http.Response, err e
 	if wait, ok := retryAfter(resp, c.now()); ok {
 		if deadline, has := ctx.Deadline(); has {
 			if left := time.Until(deadline); wait > left {
-				return false, &retryAfterTooLongError{status: resp.StatusCode, wait: wait, left: left}
+				return false, &retryAfterTooLongError{status: resp.StatusCode, wait: wait}
 			}
 		}
 	}
@@ -477,8 +607,9 @@ func retryAfter(resp *http.Response, now time.Time) (time.Duration, bool) {
 	if value == "" {
 		return 0, false
 	}
-	if seconds, err := strconv.Atoi(value); err == nil && seconds >= 0 {
-		return time.Duration(seconds) * time.Second, true
+	if seconds, err := strconv.ParseInt(value, 10, 64); err == nil && seconds >= 0 {
+		// Beyond a day, a Duration could overflow; the gate caps it far lower.
+		return time.Duration(min(seconds, 24*60*60)) * time.Second, true
 	}
 	if at, err := http.ParseTime(value); err == nil {
 		return max(at.Sub(now), 0), true

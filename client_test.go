@@ -37,19 +37,19 @@ func TestFaultMatrix(t *testing.T) {
 		{"429 without Retry-After", fakemirakl.RateLimited(""), true, 5, "unavailable: HTTP 429"},
 		{"429 with Retry-After", fakemirakl.RateLimited("0"), true, 5, "unavailable: HTTP 429"},
 		{"connection reset", fakemirakl.ConnectionReset(), true, 5, "unavailable"},
-		{"slow attempt", fakemirakl.Slow(time.Minute), true, 0, "no token within request_timeout (1s)"},
+		{"slow attempt", fakemirakl.Slow(time.Minute), true, 0, "Mirakl token endpoint unavailable: no answer within request_timeout"},
 		{"HTML page with 200", fakemirakl.HTMLError(200), false, 1, "not a usable token: HTTP 200"},
 		{"oversized body", fakemirakl.Oversized(2 << 20), false, 1, "response body larger than 256 KiB"},
-		{"invalid_request", fakemirakl.OAuthError(400, "invalid_request", "bad form"), false, 1, `refused the credentials: HTTP 400, error "invalid_request", bad form`},
+		{"invalid_request", fakemirakl.OAuthError(400, "invalid_request", "bad form"), false, 1, `refused the credentials: HTTP 400, error "invalid_request"`},
 		{"unauthorized_client", fakemirakl.OAuthError(403, "unauthorized_client", "disabled"), false, 1, `HTTP 403, error "unauthorized_client"`},
 		{"wrong token_type", fakemirakl.RawToken(`{"token_type":"MAC","access_token":"x","expires_in":3599}`), false, 1, "HTTP 200 (application/json, 57 bytes), token_type is not Bearer"},
 		{"missing expires_in", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x"}`), false, 1, "expires_in is missing"},
-		{"negative expires_in", fakemirakl.RawToken(`{"token_type":"bearer","access_token":"x","expires_in":-5}`), false, 1, "expires_in is -5"},
+		{"negative expires_in", fakemirakl.RawToken(`{"token_type":"bearer","access_token":"x","expires_in":-5}`), false, 1, "expires_in is too short (-5; want at least 3 seconds)"},
 		{"text expires_in", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":"soon"}`), false, 1, "not a usable token"},
 		{"missing access_token", fakemirakl.RawToken(`{"token_type":"Bearer","expires_in":3599}`), false, 1, "access_token is missing"},
-		{"expires_in of 1s", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":1}`), false, 1, "expires_in is 1 (want at least 3 seconds)"},
-		{"expires_in of 2s as text", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":"2"}`), false, 1, "expires_in is 2 (want at least 3 seconds)"},
-		{"expires_in of a leap year and a second", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":31622401}`), false, 1, "expires_in is 3.1622401e+07 seconds, more than a year"},
+		{"expires_in of 1s", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":1}`), false, 1, "expires_in is too short (1; want at least 3 seconds)"},
+		{"expires_in of 2s as text", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":"2"}`), false, 1, "expires_in is too short (2; want at least 3 seconds)"},
+		{"expires_in of a leap year and a second", fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x","expires_in":31622401}`), false, 1, "expires_in is more than a year (3.1622401e+07 seconds)"},
 		{"temporary redirect", fakemirakl.Redirect(307, "http://127.0.0.2:1/elsewhere"), false, 1, "HTTP 307 (text/html, 0 bytes), redirects are not followed"},
 		{"OAuth error without JSON", fakemirakl.HTMLError(401), false, 1, "HTTP 401 (text/html, 112 bytes), no OAuth error in the answer"},
 	}
@@ -167,7 +167,7 @@ func TestTLSUntrustedThenTrustedWithCACert(t *testing.T) {
 	env := newTestEnvWithFake(t, fake)
 
 	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": fake.TokenURL()})
-	requireStatus(t, resp, err, http.StatusBadGateway, "TLS certificate is not trusted")
+	requireStatus(t, resp, err, http.StatusBadGateway, "TLS certificate not trusted (behind a TLS-inspecting proxy, set ca_cert")
 	if got := fake.Requests(); got != 0 {
 		t.Fatalf("an untrusted server got %d requests", got)
 	}
@@ -240,6 +240,7 @@ func TestServeWhileValid(t *testing.T) {
 	requireStatus(t, resp, err, http.StatusBadGateway, "HTTP 503")
 
 	env.fake.FailRandomly(0, fakemirakl.Fault{})
+	env.clock.Advance(gateLastWait) // the gate reopens
 	if _, tok := env.MustReadToken(); tok == first {
 		t.Fatal("recovery served the expired token")
 	}
@@ -252,6 +253,8 @@ func TestRefusedCredentialsFailFast(t *testing.T) {
 
 	resp, err := env.ReadToken(nil)
 	requireStatus(t, resp, err, http.StatusBadGateway, `error "invalid_client"`)
+	resp, err = env.ReadToken(nil)
+	requireStatus(t, resp, err, http.StatusBadGateway, `error "invalid_client" (last attempt at 2026-11-28T11:00:00Z; the next not before 2026-11-28T11:00:30Z)`)
 	first := err.Error()
 	for range 10 {
 		resp, err = env.ReadToken(nil)
@@ -344,7 +347,7 @@ func TestTLSBelow12Refused(t *testing.T) {
 	env := newTestEnvWithFake(t, fake)
 	resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": testClientSecret,
 		"token_url": server.URL + fakemirakl.TokenPath, "ca_cert": caPEM})
-	requireStatus(t, resp, err, http.StatusBadGateway, "protocol version")
+	requireStatus(t, resp, err, http.StatusBadGateway, "unavailable: TLS handshake failed")
 	if fake.Requests() != 0 {
 		t.Fatal("a TLS 1.1 server got a token request")
 	}
@@ -374,34 +377,51 @@ func TestRedirectsNotFollowed(t *testing.T) {
 	}
 }
 
-// From a refusal only the OAuth error fields are repeated: never the secret,
-// in whatever encoding the server echoed it, only printable ASCII (as RFC 6749
-// allows), and at most 200 characters of each.
-func TestOAuthErrorScrubbed(t *testing.T) {
+// From a refusal, only a registered RFC 6749 error code is repeated to
+// everyone. The free-text error_description reaches only a writer who sent
+// the secret in that request: normalised to printable ASCII with runs of
+// anything else as one space, the secret removed (after normalising, so that
+// a secret split by a control or invisible character is still found), and
+// at most 200 characters. No reader sees it.
+func TestOAuthErrorDescriptionOnlyForTheSecretsWriter(t *testing.T) {
 	t.Parallel()
-	const secret = `p+a/s=s&w%o"r d<é>`
-	type refusal struct{ secret, code, description, want string }
-	var cases []refusal
-	for _, spelling := range secretSpellings(secret) {
-		cases = append(cases, refusal{secret, "invalid_client", "you sent " + spelling + " which is wrong",
-			`error "invalid_client", you sent [redacted] which is wrong`})
+	const secret = `p+a/s=s&w%o"r d<x>`
+	cases := []struct{ code, description, want string }{
+		{"invalid_client", "you sent " + secret + " which is wrong", `error "invalid_client": you sent [redacted] which is wrong`},
+		{"invalid_client", "split p+a/s=s&w%o\"r\n d<x>, joined back", `error "invalid_client": split [redacted], joined back`},
+		{"invalid_client", "zero\u200bwidth p+a/s=s&w%o\"r\u200b\u200b d<x>", `error "invalid_client": zero width [redacted]`},
+		{"invalid_client", "nul p+a/s=s&w%o\"r\u0000 d<x>", `error "invalid_client": nul [redacted]`},
+		{"invalid_request\u001b[31m", "a ~tilde\u007f, \u00e9", `an unregistered OAuth error code: a ~tilde ,`},
+		{"invalid_request", strings.Repeat("x", 200), `error "invalid_request": ` + strings.Repeat("x", 200)},
+		{"invalid_request", strings.Repeat("y", 201), `error "invalid_request": ` + strings.Repeat("y", 200) + "..."},
+		{"invalid_request", "", `error "invalid_request"`},
 	}
-	cases = append(cases,
-		// The raw secret begins its HTML spelling: the longer spelling goes whole.
-		refusal{"p4ss&", "invalid_client", "you sent p4ss&amp; which is wrong", `error "invalid_client", you sent [redacted] which is wrong`},
-		refusal{secret, "invalid_request\x1b[31m", "a ~tilde\x7f, é", `error "invalid_request[31m", a ~tilde, `},
-		refusal{secret, "invalid_request", strings.Repeat("x", 200), `error "invalid_request", ` + strings.Repeat("x", 200)},
-		refusal{secret, "invalid_request", strings.Repeat("y", 201), `error "invalid_request", ` + strings.Repeat("y", 200) + "..."},
-	)
 	for _, tc := range cases {
-		fake := fakemirakl.New(testClientID, tc.secret)
+		fake := fakemirakl.New(testClientID, secret)
 		t.Cleanup(fake.Close)
 		env := newTestEnvWithFake(t, fake)
-		fake.Enqueue(fakemirakl.OAuthError(http.StatusUnauthorized, tc.code, tc.description))
-		resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": tc.secret, "token_url": fake.TokenURL()})
-		requireStatus(t, resp, err, http.StatusBadRequest, tc.want)
+		refusal := fakemirakl.OAuthError(http.StatusUnauthorized, tc.code, tc.description)
+		fake.Enqueue(refusal)
+		resp, err := env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": secret, "token_url": fake.TokenURL()})
+		requireStatus(t, resp, err, http.StatusBadRequest, "nothing was stored")
 		if got, want := resp.Error().Error(), "nothing was stored: Mirakl refused the credentials: HTTP 401, "+tc.want; got != want {
 			t.Errorf("refusal %q, %q:\n got %q\nwant %q", tc.code, tc.description, got, want)
+		}
+
+		// A reader, and a writer who did not send the secret, get the classes alone.
+		resp, err = env.WriteConfig(map[string]any{"client_id": testClientID, "client_secret": secret, "token_url": fake.TokenURL(), "verify": false})
+		requireOK(t, resp, err)
+		fake.Enqueue(refusal)
+		resp, err = env.ReadToken(nil)
+		requireStatus(t, resp, err, http.StatusBadGateway, "Mirakl refused the credentials: HTTP 401")
+		if tc.description != "" && strings.Contains(err.Error(), tc.description[:4]) {
+			t.Errorf("a reader saw the error_description: %v", err)
+		}
+		fake.Enqueue(refusal)
+		resp, err = env.WriteConfig(map[string]any{"min_ttl": "5m"})
+		requireStatus(t, resp, err, http.StatusBadRequest, "nothing was stored: Mirakl refused the credentials: HTTP 401")
+		if tc.description != "" && strings.Contains(resp.Error().Error(), tc.description[:4]) {
+			t.Errorf("a writer who did not send the secret saw the error_description: %v", resp.Error())
 		}
 	}
 }

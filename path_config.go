@@ -53,14 +53,14 @@ func pathConfig(b *backend) *framework.Path {
 		Fields: map[string]*framework.FieldSchema{
 			fieldClientID: {
 				Type:        framework.TypeString,
-				Description: "Client ID of the Mirakl Connect integration. Required when the config is created.",
+				Description: "Client ID of the Mirakl Connect integration. Required when the config is created. Printable ASCII, at most 256 bytes.",
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Client ID",
 				},
 			},
 			fieldClientSecret: {
 				Type:        framework.TypeString,
-				Description: "Client secret of the Mirakl Connect integration. Required when the config is created; write-only, never returned.",
+				Description: "Client secret of the Mirakl Connect integration. Required when the config is created; write-only, never returned. Printable ASCII, at most 1024 bytes.",
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name:      "Client secret",
 					Sensitive: true,
@@ -68,7 +68,7 @@ func pathConfig(b *backend) *framework.Path {
 			},
 			fieldTokenURL: {
 				Type:        framework.TypeString,
-				Description: "Mirakl's OAuth token endpoint. An absolute https URL; plain http only for loopback hosts. Changing it requires client_secret in the same write.",
+				Description: "Mirakl's OAuth token endpoint. An absolute https URL of at most 2048 bytes; plain http only for loopback hosts. Changing it requires client_secret in the same write.",
 				Default:     defaultTokenURL,
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Token URL",
@@ -81,7 +81,7 @@ func pathConfig(b *backend) *framework.Path {
 			},
 			fieldMinTTL: {
 				Type:        framework.TypeDurationSecond,
-				Description: "A cached token is handed out only while it has at least this much life left (e.g. 10m). Readers may ask for more with their own min_ttl.",
+				Description: "Least life a read wants the token to have left (e.g. 10m; at most 24h, and honoured up to half the token's lifetime). While Mirakl is healthy, a read that finds less waits for the next token (one request, shared by every reader); while Mirakl is failing, it gets the cached token, if still valid, with a warning. Readers may ask for more with their own min_ttl.",
 				Default:     int(defaultMinTTL.Seconds()),
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Minimum TTL",
@@ -89,14 +89,14 @@ func pathConfig(b *backend) *framework.Path {
 			},
 			fieldCACert: {
 				Type:        framework.TypeString,
-				Description: "PEM certificates trusted in addition to the system roots, for a TLS-inspecting proxy in front of Mirakl. Changing it requires client_secret in the same write.",
+				Description: "PEM certificates trusted in addition to the system roots, for a TLS-inspecting proxy in front of Mirakl; at most 64 KiB. Changing it requires client_secret in the same write.",
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "CA certificate",
 				},
 			},
 			fieldVerify: {
 				Type:        framework.TypeBool,
-				Description: "Exchange the credentials for a token before storing them, and refuse the write if Mirakl refuses them. Not stored.",
+				Description: "Exchange the credentials for a token before storing them, and refuse the write if Mirakl refuses them. The check is one request, made even while reads are held back after a failure, except while Mirakl's Retry-After holds. Not stored.",
 				Default:     true,
 			},
 		},
@@ -156,11 +156,14 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if existing != nil {
 		*cfg = *existing
 	}
-	cfg.update(d)
+	if err := cfg.update(d); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
 	if err := cfg.validate(); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	if _, secretGiven := d.GetOk(fieldClientSecret); existing != nil && !secretGiven && cfg.movesSecretFrom(existing) {
+	_, secretGiven := d.GetOk(fieldClientSecret)
+	if existing != nil && !secretGiven && cfg.movesSecretFrom(existing) {
 		// Whoever may update the config is not necessarily trusted with the
 		// write-only secret: without this, they could point the engine at
 		// their own endpoint (or CA) and receive it.
@@ -172,32 +175,51 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	mount := newMountState(cfg, client)
+	mount := b.newMountState(cfg, client)
+	if old := b.loadedMount(); old != nil && existing != nil && !cfg.movesSecretFrom(old.config) {
+		mount.cache.gate.inherit(&old.cache.gate, cfg.sameCredentials(old.config))
+	}
 	if d.Get(fieldVerify).(bool) {
-		fetched, err := client.fetch(ctx)
-		b.stats.record(b.now(), err)
-		if err != nil {
-			client.close()
-			if errors.Is(err, ErrCredentialsRefused) {
-				return logical.ErrorResponse("nothing was stored: %v", err), nil
-			}
-			return nil, logical.CodedError(http.StatusBadGateway,
-				fmt.Sprintf("nothing was stored: could not check the credentials: %v (write verify=false to store them unchecked)", err))
+		if _, err := b.fetch(ctx, mount, nil, forConfigCheck); err != nil {
+			mount.close()
+			return configCheckFailed(err, secretGiven)
 		}
-		mount.cache.succeeded(newCachedToken(fetched, b.now()))
 	}
 
 	entry, err := logical.StorageEntryJSON(configStorageKey, cfg)
 	if err != nil {
-		client.close()
+		mount.close()
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
 	if err := req.Storage.Put(ctx, entry); err != nil {
-		client.close()
+		mount.close()
 		return nil, fmt.Errorf("storing config: %w", err)
 	}
 	b.setMount(mount)
 	return nil, nil
+}
+
+// configCheckFailed is the answer to a write whose check failed: a 400 when
+// Mirakl refused the credentials, a 502 when it could not be asked. Mirakl's
+// error_description is shown only to a writer who sent the secret in this
+// request; the stored secret's writer is not necessarily this one.
+func configCheckFailed(err error, secretGiven bool) (*logical.Response, error) {
+	message := err.Error()
+	var upstream *UpstreamError
+	var closed *GateClosedError
+	held := errors.As(err, &closed) // by an earlier request's failure, not this one's
+	if secretGiven && !held && errors.As(err, &upstream) {
+		message = upstream.ForCredentialsWriter()
+	}
+	switch {
+	case errors.Is(err, ErrCredentialsRefused) && !held:
+		return logical.ErrorResponse("nothing was stored: %s", message), nil
+	case errors.As(err, &upstream):
+		return nil, logical.CodedError(http.StatusBadGateway,
+			fmt.Sprintf("nothing was stored: could not check the credentials: %s (write verify=false to store them unchecked)", message))
+	default:
+		return nil, fmt.Errorf("checking the credentials: %w", err)
+	}
 }
 
 func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
@@ -227,55 +249,6 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	return nil, nil
 }
 
-// mountState is one config with what derives from it: the client that sends
-// its secret and the cache of its tokens. A config change replaces it whole,
-// so a request that the change overtook can only fill a cache nobody reads.
-type mountState struct {
-	config *miraklConfig
-	client *tokenClient
-	cache  *tokenCache
-}
-
-func newMountState(cfg *miraklConfig, client *tokenClient) *mountState {
-	return &mountState{config: cfg, client: client, cache: &tokenCache{}}
-}
-
-// currentMount returns the mount's state, loading the config from storage
-// once; nil means the mount is not configured.
-func (b *backend) currentMount(ctx context.Context, s logical.Storage) (*mountState, error) {
-	if mount := b.mount.Load(); mount != nil {
-		return mount, nil
-	}
-	b.mountWrites.Lock()
-	defer b.mountWrites.Unlock()
-	if mount := b.mount.Load(); mount != nil {
-		return mount, nil
-	}
-	cfg, err := readConfig(ctx, s)
-	if err != nil || cfg == nil {
-		return nil, err
-	}
-	client, err := newTokenClient(cfg, b.retries, b.now, b.Logger().Named("client"))
-	if err != nil {
-		return nil, fmt.Errorf("loading config: %w", err)
-	}
-	mount := newMountState(cfg, client)
-	b.mount.Store(mount)
-	return mount, nil
-}
-
-// loadedMount is the mount's state if it is in memory, without touching storage.
-func (b *backend) loadedMount() *mountState { return b.mount.Load() }
-
-// setMount replaces the mount's state (nil: load again from storage on next use).
-func (b *backend) setMount(mount *mountState) {
-	b.mountWrites.Lock()
-	defer b.mountWrites.Unlock()
-	if old := b.mount.Swap(mount); old != nil && old != mount {
-		old.client.close()
-	}
-}
-
 func readConfig(ctx context.Context, s logical.Storage) (*miraklConfig, error) {
 	entry, err := s.Get(ctx, configStorageKey)
 	if err != nil {
@@ -291,18 +264,47 @@ func readConfig(ctx context.Context, s logical.Storage) (*miraklConfig, error) {
 	return cfg, nil
 }
 
-// update sets the fields the request names; the others keep their values.
-func (c *miraklConfig) update(d *framework.FieldData) {
-	// Surrounding whitespace is never part of a credential: it comes from
-	// "client_secret=- <<<..." or @file, and Mirakl would refuse it.
-	if v, ok := d.GetOk(fieldClientID); ok {
-		c.ClientID = strings.TrimSpace(v.(string))
+// Limits on what a config writer can make the engine hold and work through;
+// every check on them is linear in the input.
+const (
+	maxClientIDBytes     = 256
+	maxClientSecretBytes = 1024
+	maxTokenURLBytes     = 2048
+	maxCACertBytes       = 64 << 10
+	maxMinTTL            = 24 * time.Hour
+)
+
+// update sets the fields the request names; the others keep their values. A
+// field beyond its length or character limits is refused before anything is
+// built from it.
+func (c *miraklConfig) update(d *framework.FieldData) error {
+	text := func(field string, limit int, allowed func(rune) bool, what string, dst *string) error {
+		v, ok := d.GetOk(field)
+		if !ok {
+			return nil
+		}
+		// Surrounding whitespace is never part of a value: it comes from
+		// "client_secret=- <<<..." or @file, and Mirakl would refuse it.
+		value := strings.TrimSpace(v.(string))
+		if len(value) > limit {
+			return fmt.Errorf("%s is longer than %d bytes", field, limit)
+		}
+		if strings.IndexFunc(value, func(r rune) bool { return !allowed(r) }) >= 0 {
+			return fmt.Errorf("%s may hold only %s", field, what)
+		}
+		*dst = value
+		return nil
 	}
-	if v, ok := d.GetOk(fieldClientSecret); ok {
-		c.ClientSecret = strings.TrimSpace(v.(string))
-	}
-	if v, ok := d.GetOk(fieldTokenURL); ok {
-		c.TokenURL = strings.TrimSpace(v.(string))
+	const credentialChars = "printable ASCII characters (RFC 6749, appendix A)"
+	for _, err := range []error{
+		text(fieldClientID, maxClientIDBytes, isVSChar, credentialChars, &c.ClientID),
+		text(fieldClientSecret, maxClientSecretBytes, isVSChar, credentialChars, &c.ClientSecret),
+		text(fieldTokenURL, maxTokenURLBytes, isURLChar, "printable ASCII characters without spaces", &c.TokenURL),
+		text(fieldCACert, maxCACertBytes, isPEMChar, "PEM text (printable ASCII and line breaks)", &c.CACert),
+	} {
+		if err != nil {
+			return err
+		}
 	}
 	if v, ok := d.GetOk(fieldRequestTimeout); ok {
 		c.RequestTimeout = time.Duration(v.(int)) * time.Second
@@ -310,15 +312,25 @@ func (c *miraklConfig) update(d *framework.FieldData) {
 	if v, ok := d.GetOk(fieldMinTTL); ok {
 		c.MinTTL = time.Duration(v.(int)) * time.Second
 	}
-	if v, ok := d.GetOk(fieldCACert); ok {
-		c.CACert = strings.TrimSpace(v.(string))
-	}
+	return nil
 }
+
+// isVSChar: RFC 6749's VSCHAR, the characters of a client id and secret.
+func isVSChar(r rune) bool { return r >= 0x20 && r <= 0x7e }
+
+func isURLChar(r rune) bool { return r > 0x20 && r <= 0x7e }
+
+func isPEMChar(r rune) bool { return isVSChar(r) || r == '\n' || r == '\r' || r == '\t' }
 
 // movesSecretFrom reports whether the secret would now go somewhere, or over
 // a channel, that it was not written for.
 func (c *miraklConfig) movesSecretFrom(old *miraklConfig) bool {
 	return c.TokenURL != old.TokenURL || c.CACert != old.CACert
+}
+
+// sameCredentials reports whether c sends the same client id and secret as old.
+func (c *miraklConfig) sameCredentials(old *miraklConfig) bool {
+	return c.ClientID == old.ClientID && c.ClientSecret == old.ClientSecret
 }
 
 // validate says what the writer must fix, if anything.
@@ -332,8 +344,8 @@ func (c *miraklConfig) validate() error {
 	if c.RequestTimeout <= 0 || c.RequestTimeout > maxRequestTimeout {
 		return fmt.Errorf("request_timeout must be a positive duration of at most %s, such as 30s", maxRequestTimeout)
 	}
-	if c.MinTTL < 0 {
-		return errors.New("min_ttl must be zero or a positive duration, such as 10m")
+	if c.MinTTL < 0 || c.MinTTL > maxMinTTL {
+		return fmt.Errorf("min_ttl must be zero or a positive duration of at most %s, such as 10m", maxMinTTL)
 	}
 	if problem := validateTokenURL(c.TokenURL); problem != "" {
 		return errors.New(problem)
@@ -407,11 +419,25 @@ The client secret is write-only: reads show every other field.
 Unless verify=false, a write first exchanges the new credentials for a token;
 if Mirakl refuses them, the write fails with Mirakl's answer and nothing is
 stored. An update changes only the fields it names. Any write or delete drops
-the cached token; "vault write -f mirakl/config" gets a fresh one.
+the cached token and cancels the requests of the old config; "vault write -f
+mirakl/config" gets a fresh one.
+
+After a failed request, the engine holds further requests to Mirakl back
+(a backoff from 5s to 1m, at least 30s after a refusal, and Mirakl's
+Retry-After up to 5m): reads that find no valid token fail at once with the
+last failure and the time of the next attempt. A config write with verify is
+an admin's explicit "try now": it makes its one request even then, except
+while Mirakl's Retry-After holds (then it fails at once; verify=false stores
+without asking). A write that keeps token_url carries the hold over, except a
+refusal of credentials that the write replaces.
 
 An update that changes token_url or ca_cert must carry client_secret too: the
 stored secret is only ever sent to the endpoint it was written for, so that
 whoever may update the config cannot redirect it to a server of their own.
+
+Fields are bounded: client_id 256 bytes, client_secret 1024 bytes (both
+printable ASCII), token_url 2048 bytes, ca_cert 64 KiB, min_ttl 24h,
+request_timeout 5m.
 
   $ vault write mirakl/config client_id=... client_secret=...
   $ vault write mirakl/config min_ttl=15m

@@ -53,22 +53,24 @@ func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *frame
 		return &logical.Response{Data: data}, nil
 	}
 	now := b.now()
-	cache := mount.cache.status()
-	if tok := cache.token; tok != nil {
+	if tok := mount.cache.current(); tok != nil {
 		data["token_fingerprint"] = tok.fingerprint
 		data["token_issued_at"] = formatTime(tok.issuedAt)
 		data["token_expires_at"] = formatTime(tok.expiresAt)
 		data["token_expires_in"] = int64(max(tok.remaining(now), 0).Seconds())
 		data["token_read"] = tok.read.Load()
 	}
-	if cache.nextAttempt.After(now) {
-		data["next_background_attempt"] = formatTime(cache.nextAttempt)
+	gate := mount.cache.gate.status()
+	held := gate.failing && gate.reopensAt.After(now)
+	if held {
+		data["next_attempt"] = formatTime(gate.reopensAt)
 	}
-	data["refusal_hold"] = cache.refusedUntil.After(now)
-	if cache.refusedUntil.After(now) {
-		data["refusal_hold_until"] = formatTime(cache.refusedUntil)
+	data["requests_held"] = held
+	data["refusal_hold"] = held && gate.refused
+	if held && gate.refused {
+		data["refusal_hold_until"] = formatTime(gate.reopensAt)
 	}
-	data["background_refresh_stopped"] = cache.backgroundStopped
+	data["background_refresh_stopped"] = gate.backgroundStopped
 	return &logical.Response{Data: data}, nil
 }
 

@@ -41,7 +41,7 @@ func TestStatusFollowsRequestsToMirakl(t *testing.T) {
 	})
 
 	env.Configure(map[string]any{"verify": false, "request_timeout": "1s"})
-	noHold := map[string]any{"config_loaded": true, "refusal_hold": false, "background_refresh_stopped": false}
+	noHold := map[string]any{"config_loaded": true, "requests_held": false, "refusal_hold": false, "background_refresh_stopped": false}
 	requireData(t, "configured", env.ReadStatus(), with(noHold, map[string]any{
 		"requests": uint64(0), "failures": uint64(0),
 	}))
@@ -69,7 +69,7 @@ func TestStatusFollowsRequestsToMirakl(t *testing.T) {
 	requireData(t, "after a rate-limited refresh", env.ReadStatus(), with(noHold, tokenFields, map[string]any{
 		"requests": uint64(2), "failures": uint64(1), "token_expires_in": int64(599),
 		"last_request_at": at(limitedAt), "last_request_outcome": "unavailable", "last_request_status": http.StatusTooManyRequests,
-		"next_background_attempt": at(limitedAt.Add(2 * time.Minute)),
+		"requests_held": true, "next_attempt": at(limitedAt.Add(2 * time.Minute)),
 	}))
 
 	// Mirakl refuses the credentials: reads fail fast for 30s, and background
@@ -88,14 +88,15 @@ func TestStatusFollowsRequestsToMirakl(t *testing.T) {
 	env.clock.Advance(10 * time.Second) // past the backoff (at most 10s after a second failure), within the hold
 	requireData(t, "during the refusal hold", env.ReadStatus(), with(refused, tokenFields, map[string]any{
 		"token_expires_in": int64(469), "refusal_hold": true, "refusal_hold_until": at(refusedAt.Add(30 * time.Second)),
+		"requests_held": true, "next_attempt": at(refusedAt.Add(30 * time.Second)),
 	}))
 	env.clock.Advance(20 * time.Second)
 	requireData(t, "after the refusal hold", env.ReadStatus(), with(refused, tokenFields, map[string]any{
-		"token_expires_in": int64(449), "refusal_hold": false,
+		"token_expires_in": int64(449), "refusal_hold": false, "requests_held": false,
 	}))
 	env.clock.Advance(time.Hour)
 	requireData(t, "with the token expired", env.ReadStatus(), with(refused, tokenFields, map[string]any{
-		"token_expires_in": int64(0), "refusal_hold": false,
+		"token_expires_in": int64(0), "refusal_hold": false, "requests_held": false,
 	}))
 
 	// A new config verifies its credentials: that token is cached, unread.

@@ -59,9 +59,9 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, fmt.Errorf("getting a token: %w", err)
 	}
 
-	// Leases are counted in whole seconds; round rather than truncate so that a
-	// fresh token's lease equals Mirakl's expires_in.
-	left := max(tok.remaining(b.now()).Round(time.Second), time.Second)
+	// Leases are counted in whole seconds: round down, so that no lease
+	// outlives its token (servable leaves at least a second).
+	left := max(tok.remaining(b.now()).Truncate(time.Second), time.Second)
 	data := map[string]any{
 		"access_token": tok.AccessToken,
 		"token_type":   tok.TokenType,
@@ -113,20 +113,18 @@ func (b *backend) tokenFor(ctx context.Context, s logical.Storage, readerMinTTL 
 
 // tokenFrom serves the mount's cached token whenever it is still valid and
 // good enough, and refreshes it in the background ahead of time. A reader
-// waits for Mirakl only when nothing valid is cached, or when it asked for
-// more life (min_ttl) than the cached token has.
+// waits for Mirakl only when nothing valid is cached, or, while Mirakl is
+// healthy, when the cached token has less life than it wants (min_ttl). Every
+// request goes through the mount's gate (tokenCache.request).
 func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL *time.Duration) (*cachedToken, []string, error) {
 	want := mount.config.MinTTL
 	if readerMinTTL != nil {
 		want = *readerMinTTL
 	}
 	now := b.now()
-	cached, refusal := mount.cache.current(now)
+	cached := mount.cache.current()
 	if cached == nil || !cached.servable(now) {
-		if refusal != nil {
-			return nil, nil, refusal // fail fast rather than ask Mirakl again
-		}
-		tok, err := b.fetch(ctx, mount, cached)
+		tok, err := b.fetch(ctx, mount, cached, forReader)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -135,16 +133,19 @@ func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL
 	}
 	cached.markRead()
 
-	if cached.remaining(now) >= cached.reusableFor(want) {
-		if cached.remaining(now) < refreshPoint(mount.config, cached) {
+	if left := cached.remaining(now); left >= cached.reusableFor(want) {
+		if left < refreshPoint(mount.config, cached) {
 			b.refreshInBackground(mount)
 		}
 		return cached, minTTLWarnings(cached, now, want), nil
 	}
 
-	// The cached token has less life than wanted, but is valid.
-	if readerMinTTL != nil && mount.cache.retryDue(now) {
-		tok, err := b.fetch(ctx, mount, cached)
+	// Valid, with less life than wanted. While Mirakl is healthy, wait for
+	// the next token (one request, shared); while it is failing, never wait
+	// on it: serve this one with a warning and let the gate say when to retry.
+	failure := mount.cache.gate.lastFailure()
+	if failure == nil {
+		tok, err := b.fetch(ctx, mount, cached, forReader)
 		if err == nil {
 			tok.markRead()
 			return tok, minTTLWarnings(tok, b.now(), want), nil
@@ -152,14 +153,12 @@ func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL
 		if now = b.now(); !cached.servable(now) {
 			return nil, nil, err
 		}
+		failure = err
 	} else {
 		b.refreshInBackground(mount)
 	}
-	if failure := mount.cache.lastFailure(); failure != nil {
-		return cached, []string{fmt.Sprintf("serving the cached token, which has %s left: a new one could not be had (%v)",
-			cached.remaining(now).Round(time.Second), failure)}, nil
-	}
-	return cached, minTTLWarnings(cached, now, want), nil
+	return cached, []string{fmt.Sprintf("serving the cached token, which has %s left: a new one could not be had (%v)",
+		cached.remaining(now).Truncate(time.Second), failure)}, nil
 }
 
 // refreshAheadMargin starts background refreshes this much before a token
@@ -180,13 +179,10 @@ func (b *backend) refreshAhead(context.Context, *logical.Request) error {
 	if b.replicaOrStandby() {
 		return nil // the primary's active node serves this mount's tokens
 	}
-	mount := b.loadedMount()
-	if mount == nil {
-		return nil
-	}
-	now := b.now()
-	if tok, _ := mount.cache.current(now); tok != nil && tok.read.Load() && tok.servable(now) {
-		b.refreshIfDue(tok.fingerprint)
+	if mount := b.loadedMount(); mount != nil {
+		if tok := mount.cache.current(); tok != nil && tok.read.Load() && tok.servable(b.now()) {
+			b.refreshIfDue(tok.fingerprint)
+		}
 	}
 	return nil
 }
@@ -198,61 +194,56 @@ func (b *backend) refreshIfDue(fingerprint string) {
 	if mount == nil {
 		return
 	}
-	now := b.now()
-	if tok, _ := mount.cache.current(now); tok != nil && tok.fingerprint == fingerprint && tok.remaining(now) < refreshPoint(mount.config, tok) {
+	if tok := mount.cache.current(); tok != nil && tok.fingerprint == fingerprint && tok.remaining(b.now()) < refreshPoint(mount.config, tok) {
 		b.refreshInBackground(mount)
 	}
 }
 
-// refreshInBackground starts a request for the mount's next token outside any
-// reader's request, unless one runs or an earlier failure's backoff has not
-// run out.
+// refreshInBackground starts a request for the mount's next token that no
+// reader waits for, unless one is in flight or the gate holds requests back.
 func (b *backend) refreshInBackground(mount *mountState) {
-	now := b.now()
-	if !mount.cache.claimBackground(now) {
-		return
+	_, _ = mount.cache.request(b.now(), forBackground, b.sender(mount, mount.cache.current()))
+}
+
+// fetch gets a new token for purpose, in the mount's one shared request. The
+// request runs on the mount state's context, not the caller's: a caller that
+// gives up stops waiting, and the others still get the token.
+func (b *backend) fetch(ctx context.Context, mount *mountState, seen *cachedToken, purpose requestPurpose) (*cachedToken, error) {
+	f, err := mount.cache.request(b.now(), purpose, b.sender(mount, seen))
+	if err != nil {
+		return nil, err
 	}
-	seen, _ := mount.cache.current(now)
-	started := b.goBackground(func(ctx context.Context) {
-		defer mount.cache.backgroundDone()
-		_, _ = b.fetch(ctx, mount, seen)
-	})
-	if !started {
-		mount.cache.backgroundDone()
+	select {
+	case <-f.done:
+		return f.token, f.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("gave up waiting for a token: %w", ctx.Err())
 	}
 }
 
-// fetch gets a new token in a request shared by every concurrent caller for
-// this mount. The request is not tied to any reader: one that gives up stops
-// waiting, and the others still get the token. seen is the token the caller
-// found, so that a request that ended meanwhile is not repeated.
-func (b *backend) fetch(ctx context.Context, mount *mountState, seen *cachedToken) (*cachedToken, error) {
-	flight := mount.cache.flights.DoChan("token", func() (any, error) {
+// sender is the one exchange with Mirakl for a mount state, as its gate
+// lets it out. seen is the token the caller found, so that a request that
+// ended just before is not repeated.
+func (b *backend) sender(mount *mountState, seen *cachedToken) func(context.Context) (*cachedToken, error) {
+	return func(ctx context.Context) (*cachedToken, error) {
 		now := b.now()
-		if current, _ := mount.cache.current(now); current != nil && current != seen && current.remaining(now) > current.lifetime()/2 {
+		if current := mount.cache.current(); current != nil && current != seen && current.remaining(now) > current.lifetime()/2 {
 			return current, nil
 		}
-		fetched, err := mount.client.fetch(b.backgroundCtx)
+		fetched, err := mount.client.fetch(ctx)
 		now = b.now()
 		b.stats.record(now, err)
 		if err != nil {
-			mount.cache.failed(err, now)
-			b.Logger().Warn("token request to Mirakl failed", "error", err)
+			if !errors.Is(err, errRequestCancelled) {
+				mount.cache.gate.failed(err, now)
+				b.Logger().Warn("token request to Mirakl failed", "error", err)
+			}
 			return nil, err
 		}
 		tok := newCachedToken(fetched, now)
-		mount.cache.succeeded(tok)
-		b.Logger().Debug("fetched a new token", "fingerprint", tok.fingerprint, "expires_in", fetched.ExpiresIn)
+		mount.cache.install(tok)
+		b.Logger().Debug("fetched a new token", "fingerprint", tok.fingerprint, "expires_in_seconds", int64(fetched.ExpiresIn.Seconds()))
 		return tok, nil
-	})
-	select {
-	case result := <-flight:
-		if result.Err != nil {
-			return nil, result.Err
-		}
-		return result.Val.(*cachedToken), nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("gave up waiting for a token: %w", ctx.Err())
 	}
 }
 
@@ -266,10 +257,10 @@ func minTTLWarnings(t *cachedToken, now time.Time, want time.Duration) []string 
 	if reusable := t.reusableFor(want); reusable < want {
 		return []string{fmt.Sprintf("the token has %s left, less than the min_ttl of %s: Mirakl issues tokens that live %s, "+
 			"and a token is shared until it has half its life (%s) left",
-			left.Round(time.Second), want, t.lifetime().Round(time.Second), reusable.Round(time.Second))}
+			left.Truncate(time.Second), want, t.lifetime().Round(time.Second), reusable.Round(time.Second))}
 	}
 	return []string{fmt.Sprintf("the token has %s left, less than the min_ttl of %s: a new one is on its way",
-		left.Round(time.Second), want)}
+		left.Truncate(time.Second), want)}
 }
 
 const pathTokenHelpSynopsis = `Get a Mirakl Connect Bearer token.` //nolint:gosec // G101: help text, not a credential.

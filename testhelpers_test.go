@@ -271,8 +271,12 @@ func (b *backend) forgetToken() {
 	}
 }
 
-// settle waits for the background refreshes that reads or the periodic function started.
-func (e *testEnv) settle() { e.backend.background.Wait() }
+// settle waits for the requests that reads or the periodic function started.
+func (e *testEnv) settle() {
+	if mount := e.backend.loadedMount(); mount != nil {
+		mount.cache.running.Wait()
+	}
+}
 
 // secretSpellings is the secret as an echoing server could send it back.
 func secretSpellings(secret string) []string {

@@ -1,23 +1,11 @@
 package mirakl
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/singleflight"
-)
-
-const (
-	// refusalHold is how long reads fail fast after Mirakl refused the
-	// credentials, so that a bad secret does not turn every read into a request.
-	refusalHold = 30 * time.Second
-	// Background attempts after a failure spread out from the first to the
-	// last wait, doubling, so that an outage costs Mirakl about one request a
-	// minute rather than one per read.
-	backgroundRetryFirst = 5 * time.Second
-	backgroundRetryLast  = time.Minute
 )
 
 // cachedToken is a token with its lifetime placed on the engine's clock.
@@ -54,12 +42,20 @@ func (t *cachedToken) markRead() {
 	}
 }
 
-func (t *cachedToken) remaining(now time.Time) time.Duration { return t.expiresAt.Sub(now) }
+// remaining is the smaller of the monotonic and the wall-clock view of the
+// token's life: Go's monotonic clock stops while the host is suspended (a VM
+// paused or migrated), while Mirakl's clock, and the expiry every lease
+// keeps, go on.
+func (t *cachedToken) remaining(now time.Time) time.Duration {
+	return min(t.expiresAt.Sub(now), t.expiresAt.Round(0).Sub(now.Round(0)))
+}
 
 func (t *cachedToken) lifetime() time.Duration { return t.expiresAt.Sub(t.issuedAt) }
 
-// servable: a lease must be at least a second long; Vault turns 0 into its default TTL.
-func (t *cachedToken) servable(now time.Time) bool { return t.remaining(now) >= time.Second }
+// servable: a lease must be at least a second long (Vault turns 0 into its
+// default TTL), and rounds down to whole seconds; a second more is the margin
+// for the time a read takes.
+func (t *cachedToken) servable(now time.Time) bool { return t.remaining(now) >= 2*time.Second }
 
 // reusableFor caps a wanted remaining life at half the token's lifetime, so
 // that no min_ttl, however large, makes more than two requests per lifetime.
@@ -67,117 +63,99 @@ func (t *cachedToken) reusableFor(minTTL time.Duration) time.Duration {
 	return min(minTTL, t.lifetime()/2)
 }
 
-// tokenCache is one config's token and what the engine knows of its requests
-// to Mirakl: the last failure, when to try again in the background, and
-// whether a refusal holds. A config change replaces the whole cache.
+// tokenCache is one config's token and its requests to Mirakl: the gate that
+// decides whether one may go out, and the one request in flight that every
+// caller shares. It owns its requests: close cancels them and waits for them.
 type tokenCache struct {
-	mu    sync.Mutex
+	gate gate
+
+	// ctx is what requests run on: not any reader's, so that one reader
+	// giving up does not fail the others.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	token   *cachedToken
+	flight  *flight
+	closed  bool
+	running sync.WaitGroup
+}
+
+// flight is one request to Mirakl, shared by every caller that wants a token
+// while it runs.
+type flight struct {
+	done  chan struct{}
 	token *cachedToken
-	// failure is the last request's error while no request has succeeded since.
-	failure error
-	// failures counts consecutive failed requests; it spaces background attempts.
-	failures int
-	// nextAttempt is the earliest time of the next background attempt.
-	nextAttempt time.Time
-	// refusedUntil: while the last failure is a refusal, reads fail fast
-	// until then, and background attempts stop until a request succeeds.
-	refusedUntil time.Time
-	// backgroundRunning: a background refresh is on its way.
-	backgroundRunning bool
-
-	flights singleflight.Group
+	err   error
 }
 
-// current returns the cached token (nil if none) and the refusal that still
-// holds at now, if any.
-func (c *tokenCache) current(now time.Time) (*cachedToken, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.refused() && now.Before(c.refusedUntil) {
-		return c.token, c.failure
-	}
-	return c.token, nil
+// errStateClosed: the config was replaced or deleted, or the mount went away.
+var errStateClosed = errors.New("the configuration changed during the read")
+
+func newTokenCache(parent context.Context) *tokenCache {
+	c := &tokenCache{}
+	c.ctx, c.cancel = context.WithCancel(parent)
+	return c
 }
 
-// refused: the last request was refused, and none succeeded since. Callers hold mu.
-func (c *tokenCache) refused() bool { return errors.Is(c.failure, ErrCredentialsRefused) }
-
-// lastFailure is the error of the last request if none succeeded since.
-func (c *tokenCache) lastFailure() error {
+// current is the cached token, nil if none.
+func (c *tokenCache) current() *cachedToken {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.failure
+	return c.token
 }
 
-// retryDue reports whether a request may go to Mirakl now for a reader that
-// has a servable token: not while an earlier failure's backoff runs.
-func (c *tokenCache) retryDue(now time.Time) bool {
+// install makes t the cached token and opens the gate.
+func (c *tokenCache) install(t *cachedToken) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.refused() && !now.Before(c.nextAttempt)
-}
-
-// claimBackground marks a background refresh as started, unless one runs,
-// the backoff of an earlier failure has not run out, or a refusal stopped them.
-func (c *tokenCache) claimBackground(now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.backgroundRunning || c.refused() || now.Before(c.nextAttempt) {
-		return false
-	}
-	c.backgroundRunning = true
-	return true
-}
-
-func (c *tokenCache) backgroundDone() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.backgroundRunning = false
-}
-
-// succeeded installs a fresh token and forgets earlier failures.
-func (c *tokenCache) succeeded(t *cachedToken) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.token = t
-	c.failure, c.failures, c.nextAttempt = nil, 0, time.Time{}
+	c.mu.Unlock()
+	c.gate.succeeded()
 }
 
-// failed records a failed request and when the background may try again:
-// after Mirakl's Retry-After if it sent one, else after a growing backoff.
-func (c *tokenCache) failed(err error, now time.Time) {
+// request joins the request in flight or, if the gate lets one go out now
+// for purpose, starts send as the new one. It is the only way to Mirakl.
+func (c *tokenCache) request(now time.Time, purpose requestPurpose, send func(context.Context) (*cachedToken, error)) (*flight, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.failure = err
-	c.failures++
-	wait := jittered(backgroundRetryFirst, backgroundRetryLast, c.failures-1)
-	var upstream *UpstreamError
-	if errors.As(err, &upstream) && upstream.RetryAfter > wait {
-		wait = upstream.RetryAfter
+	if c.closed {
+		return nil, errStateClosed
 	}
-	c.nextAttempt = now.Add(wait)
-	if c.refused() {
-		c.refusedUntil = now.Add(refusalHold)
+	if c.flight != nil {
+		return c.flight, nil
 	}
+	if err := c.gate.admit(now, purpose); err != nil {
+		return nil, err
+	}
+	f := &flight{done: make(chan struct{})}
+	c.flight = f
+	c.running.Add(1)
+	go func() {
+		defer c.running.Done()
+		f.token, f.err = send(c.ctx)
+		c.mu.Lock()
+		c.flight = nil
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	return f, nil
 }
 
-// cacheStatus is what mirakl/status shows of a cache: nothing secret.
-type cacheStatus struct {
-	token             *cachedToken
-	nextAttempt       time.Time
-	refusedUntil      time.Time
-	backgroundStopped bool
-}
-
-func (c *tokenCache) status() cacheStatus {
+// inFlight reports whether a request is on its way.
+func (c *tokenCache) inFlight() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return cacheStatus{
-		token:             c.token,
-		nextAttempt:       c.nextAttempt,
-		refusedUntil:      c.refusedUntil,
-		backgroundStopped: c.refused(),
-	}
+	return c.flight != nil
+}
+
+// close cancels the requests this cache started and waits until they ended,
+// so that none goes on with a secret that was replaced or deleted.
+func (c *tokenCache) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.running.Wait()
 }
 
 // upstreamStats counts the requests to Mirakl since the plugin started, for status.
