@@ -442,7 +442,7 @@ func classifyTransport(ctx context.Context, err error) string {
 		return failReset
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		return failClosed
-	case strings.Contains(err.Error(), "malformed HTTP") || strings.Contains(err.Error(), "HTTP response to HTTPS client"):
+	case strings.Contains(err.Error(), "malformed") || strings.Contains(err.Error(), "HTTP response to HTTPS client"):
 		// net/http reports these as plain strings; matched here, never repeated.
 		return failMalformed
 	default:

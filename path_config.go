@@ -176,12 +176,20 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	mount := b.newMountState(cfg, client)
-	if old := b.loadedMount(); old != nil && existing != nil && !cfg.movesSecretFrom(old.config) {
+	old := b.loadedMount()
+	sameEndpoint := old != nil && existing != nil && !cfg.movesSecretFrom(old.config)
+	if sameEndpoint {
 		mount.cache.gate.inherit(&old.cache.gate, cfg.sameCredentials(old.config))
 	}
 	if d.Get(fieldVerify).(bool) {
 		if _, err := b.fetch(ctx, mount, nil, forConfigCheck); err != nil {
 			mount.close()
+			if sameEndpoint {
+				// What the check learnt of the endpoint (an outage, Mirakl's
+				// Retry-After) holds for the config in use too; a refusal only
+				// if it was of the same credentials.
+				old.cache.gate.inherit(&mount.cache.gate, cfg.sameCredentials(old.config))
+			}
 			return configCheckFailed(err, secretGiven)
 		}
 	}
