@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 # proxy even where the installed Go defaults to GOTOOLCHAIN=local.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: all build test test-unit test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck mutate
+.PHONY: all build test test-unit test-props test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck mutate
 
 all: build
 
@@ -25,6 +25,11 @@ test: test-unit test-e2e
 ## test-unit: the engine in-process; needs no Vault
 test-unit:
 	$(GO) test -race -count=1 ./...
+
+## test-props: the property test (TestProperties) over many more random histories than test-unit's 60
+PROPS_CHECKS ?= 2000
+test-props:
+	$(GO) test -race -count=1 -run '^TestProperties$$' -rapid.checks=$(PROPS_CHECKS) -v .
 
 ## vault: print the vault binary the e2e tests and the demo use (builds it on first use)
 vault:

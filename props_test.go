@@ -1,0 +1,545 @@
+package mirakl
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
+	"pgregory.net/rapid"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+)
+
+// propsChecks is how many histories the property test tries in the unit
+// suite; make test-props asks for more with -rapid.checks.
+const propsChecks = "60"
+
+// The engine's promises, stated once and checked after every step of random
+// histories of what Vault, readers, admins, time and Mirakl can do:
+//
+//  1. no answer, warning, error, status field or log line holds a client
+//     secret in any spelling (an answer to a write that sent the secret may
+//     repeat Mirakl's error_description, but never the secret raw), and none
+//     holds a token but a read's own access_token;
+//  2. no token handed out has expired; no lease, fresh or renewed, ends after
+//     its token;
+//  3. no request goes to Mirakl while the gate holds requests back, none with
+//     a secret other than the stored one (or, during a write, the written
+//     one), and while Mirakl is healthy a new token is fetched only once the
+//     cached one has run through half its life;
+//  4. a read that finds a cached token good enough for it gets that token;
+//  5. a write that fails changes nothing stored;
+//  6. when a history ends, its goroutines are gone.
+//
+// The operations go through the framework as Vault calls it: HandleRequest
+// for paths and leases (with the lease's secret type as Vault stored it),
+// RollbackOperation for the periodic function, InvalidateKey, Cleanup.
+func TestProperties(t *testing.T) {
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "rapid.checks" })
+	if !given {
+		if err := flag.Set("rapid.checks", propsChecks); err != nil {
+			t.Fatal(err)
+		}
+	}
+	baseline := runtime.NumGoroutine()
+	rapid.Check(t, func(rt *rapid.T) {
+		h := newHistory(rt)
+		defer h.close()
+		rt.Repeat(h.actions())
+	})
+	// Promise 6: once every history closed its backend and fakes.
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > baseline+2 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d before the histories, %d after\n%s", baseline, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// arrival is one request as the recording front of the fake saw it.
+type arrival struct{ secret string }
+
+// history is one random history's world: a mount, its clock and storage,
+// two Mirakl endpoints (the configured one and another), and what the
+// history has seen.
+type history struct {
+	t       *rapid.T
+	ctx     context.Context
+	clock   *testClock
+	storage *logical.InmemStorage
+	logs    *syncBuffer
+	backend *backend
+
+	fake, other *fakemirakl.Server
+	fakeURL     string
+	otherURL    string
+	servers     []*httptest.Server
+
+	mu       sync.Mutex
+	arrivals []arrival
+
+	healthy bool          // the fake answers with tokens (when the secret matches)
+	stored  *miraklConfig // what the history wrote last, successfully; nil if none
+	secrets []string      // every secret the history used
+	leases  []*logical.Secret
+}
+
+const propsClientID = "props-client"
+
+func newHistory(rt *rapid.T) *history {
+	h := &history{t: rt, ctx: context.Background(), healthy: true,
+		clock: &testClock{now: time.Date(2026, 11, 28, 11, 0, 0, 0, time.UTC)}, storage: &logical.InmemStorage{}, logs: &syncBuffer{}}
+	first := h.newSecret()
+	h.fake = fakemirakl.NewHandler(propsClientID, first, fakemirakl.WithTokenPrefix(testTokenPrefix), fakemirakl.WithExpiresIn(600))
+	h.other = fakemirakl.NewHandler(propsClientID, first, fakemirakl.WithTokenPrefix(testTokenPrefix+"other-"), fakemirakl.WithExpiresIn(600))
+	h.fakeURL = h.serve(h.fake)
+	h.otherURL = h.serve(h.other)
+	h.start()
+	return h
+}
+
+// serve puts a recording front before a fake: it notes the secret of every
+// request, then lets the fake answer.
+func (h *history) serve(fake *fakemirakl.Server) string {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		h.mu.Lock()
+		h.arrivals = append(h.arrivals, arrival{secret: r.PostForm.Get("client_secret")})
+		h.mu.Unlock()
+		fake.ServeHTTP(w, r)
+	}))
+	h.servers = append(h.servers, s)
+	return s.URL + fakemirakl.TokenPath
+}
+
+// start makes the mount's backend, as Vault's Factory does.
+func (h *history) start() {
+	config := logical.TestBackendConfig()
+	config.StorageView = h.storage
+	config.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: h.logs})
+	b, err := newBackend(h.ctx, config, h.clock.Now)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b.retries = retryPolicy{MaxRetries: 1, WaitMin: time.Millisecond, WaitMax: 5 * time.Millisecond}
+	h.backend = b
+}
+
+func (h *history) close() {
+	h.backend.Cleanup(h.ctx)
+	for _, s := range h.servers {
+		s.Close()
+	}
+}
+
+func (h *history) newSecret() string {
+	s := fmt.Sprintf(`props-SECRET-%d+/=&%%"<x>`, len(h.secrets))
+	h.secrets = append(h.secrets, s)
+	return s
+}
+
+func (h *history) arrivalCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.arrivals)
+}
+
+func (h *history) arrivalsSince(n int) []arrival {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.arrivals[n:])
+}
+
+func (h *history) request(req *logical.Request) (*logical.Response, error) {
+	req.Storage = h.storage
+	req.MountPoint = "mirakl/"
+	resp, err := h.backend.HandleRequest(h.ctx, req)
+	h.settle()
+	return resp, err
+}
+
+// settle waits for the requests a step started: the next step starts from rest.
+func (h *history) settle() {
+	if mount := h.backend.loadedMount(); mount != nil {
+		mount.cache.running.Wait()
+	}
+}
+
+func (h *history) status() map[string]any {
+	resp, err := h.backend.HandleRequest(h.ctx, &logical.Request{Operation: logical.ReadOperation, Path: "status", Storage: h.storage, MountPoint: "mirakl/"})
+	if err != nil || resp == nil {
+		h.t.Fatalf("status: %v", err)
+	}
+	h.checkClean("status", resp, err, false)
+	return resp.Data
+}
+
+// held reports whether the gate holds requests back now, by status.
+func (h *history) held() bool { return h.status()["requests_held"] == true }
+
+// cachedRemaining is what status says of the cached token: its remaining
+// life and lifetime, ok false if none.
+func (h *history) cached() (fingerprint string, remaining, lifetime time.Duration, ok bool) {
+	s := h.status()
+	fp, ok := s["token_fingerprint"].(string)
+	if !ok {
+		return "", 0, 0, false
+	}
+	issued, _ := time.Parse(time.RFC3339, s["token_issued_at"].(string))
+	expires, _ := time.Parse(time.RFC3339, s["token_expires_at"].(string))
+	return fp, expires.Sub(h.clock.Now()), expires.Sub(issued), true
+}
+
+func (h *history) actions() map[string]func(*rapid.T) {
+	return map[string]func(*rapid.T){
+		"write config":     h.writeConfig,
+		"delete config":    h.deleteConfig,
+		"read token":       h.readToken,
+		"renew lease":      h.renewLease,
+		"revoke lease":     h.revokeLease,
+		"periodic":         h.periodic,
+		"invalidate":       h.invalidate,
+		"advance clock":    h.advanceClock,
+		"change Mirakl":    h.changeMirakl,
+		"rotate at Mirakl": h.rotateAtMirakl,
+		"":                 h.checkLogs,
+	}
+}
+
+// --- operations ---
+
+func (h *history) writeConfig(t *rapid.T) {
+	data := map[string]any{}
+	secretGiven := false
+	if h.stored == nil || rapid.Bool().Draw(t, "full") {
+		data["client_id"] = propsClientID
+		data["token_url"] = h.fakeURL
+	}
+	switch rapid.IntRange(0, 4).Draw(t, "secret") {
+	case 0: // none
+	case 1, 2:
+		data["client_secret"] = h.secrets[rapid.IntRange(0, len(h.secrets)-1).Draw(t, "which secret")]
+		secretGiven = true
+	case 3:
+		data["client_secret"] = h.newSecret()
+		secretGiven = true
+	case 4:
+		data["client_secret"] = strings.Repeat("<", rapid.SampledFrom([]int{1025, 1 << 20}).Draw(t, "huge secret"))
+	}
+	if rapid.Bool().Draw(t, "endpoint") {
+		data["token_url"] = rapid.SampledFrom([]string{h.fakeURL, h.otherURL, "ftp://example.com/", "https://auth.mirakl.net/ o"}).Draw(t, "token_url")
+	}
+	if rapid.Bool().Draw(t, "min_ttl") {
+		data["min_ttl"] = rapid.SampledFrom([]string{"0s", "1m", "4m", "9m", "25h"}).Draw(t, "min_ttl value")
+	}
+	if rapid.Bool().Draw(t, "timeout") {
+		data["request_timeout"] = rapid.SampledFrom([]string{"1s", "5s", "6m"}).Draw(t, "request_timeout value")
+	}
+	if rapid.IntRange(0, 9).Draw(t, "ca_cert") == 0 {
+		data["ca_cert"] = "not a certificate"
+	}
+	verify := rapid.Bool().Draw(t, "verify")
+	data["verify"] = verify
+
+	before, _ := readConfig(h.ctx, h.storage)
+	op := logical.CreateOperation
+	if before != nil {
+		op = logical.UpdateOperation
+	}
+	arrivals := h.arrivalCount()
+	resp, err := h.request(&logical.Request{Operation: op, Path: "config", Data: data})
+	h.checkClean("config write", resp, err, secretGiven)
+	after, _ := readConfig(h.ctx, h.storage)
+
+	failed := err != nil || (resp != nil && resp.IsError())
+	if failed {
+		// Promise 5: nothing stored changed.
+		if !sameConfig(before, after) {
+			t.Fatalf("a failed write (%v / %v) changed the stored config", err, resp)
+		}
+	} else {
+		h.stored = after
+		h.leases = nil // old leases stay valid at Vault, but their tokens are no longer ours to check
+	}
+	// Promise 3: a check sends the secret being written; nothing else goes out.
+	written := ""
+	if before != nil {
+		written = before.ClientSecret
+	}
+	if s, ok := data["client_secret"].(string); ok {
+		written = s
+	}
+	for _, a := range h.arrivalsSince(arrivals) {
+		if a.secret != written {
+			t.Fatalf("a config write sent a secret other than the one written")
+		}
+	}
+	if !verify && h.arrivalCount() != arrivals {
+		t.Fatal("a write with verify=false asked Mirakl")
+	}
+}
+
+func sameConfig(a, b *miraklConfig) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func (h *history) deleteConfig(t *rapid.T) {
+	arrivals := h.arrivalCount()
+	resp, err := h.request(&logical.Request{Operation: logical.DeleteOperation, Path: "config"})
+	h.checkClean("config delete", resp, err, false)
+	h.stored = nil
+	if h.arrivalCount() != arrivals {
+		t.Fatal("a config delete asked Mirakl")
+	}
+}
+
+func (h *history) readToken(t *rapid.T) {
+	data := map[string]any{}
+	var want time.Duration
+	if h.stored != nil {
+		want = h.stored.MinTTL
+	}
+	if rapid.Bool().Draw(t, "reader min_ttl") {
+		want = rapid.SampledFrom([]time.Duration{0, time.Minute, 4 * time.Minute, 9 * time.Minute, time.Hour}).Draw(t, "reader min_ttl value")
+		data["min_ttl"] = int(want.Seconds())
+	}
+	fingerprint, remaining, lifetime, cached := h.cached()
+	goodEnough := cached && remaining >= 2*time.Second && remaining >= min(want, lifetime/2)
+	held := h.held()
+	now := h.clock.Now()
+	h.expectRequests(func() {
+		resp, err := h.request(&logical.Request{Operation: logical.ReadOperation, Path: "token", Data: data})
+		h.checkClean("token read", resp, err, false)
+		if err != nil || resp == nil || resp.IsError() {
+			if goodEnough {
+				t.Fatalf("a read that found a good enough token failed: %v / %v", err, resp)
+			}
+			return
+		}
+		tok, _ := resp.Data["access_token"].(string)
+		if goodEnough && tokenFingerprint(tok) != fingerprint {
+			t.Fatal("a read that found a good enough cached token got another one") // promise 4
+		}
+		h.checkLease("read", now, resp.Secret)
+		h.leases = append(h.leases, resp.Secret)
+	}, held)
+}
+
+// checkLease: promise 2 for a lease answered at now.
+func (h *history) checkLease(what string, now time.Time, secret *logical.Secret) {
+	if secret == nil {
+		h.t.Fatalf("%s: no lease", what)
+	}
+	expiresAt, ok := leaseExpiry(secret)
+	if !ok {
+		h.t.Fatalf("%s: the lease does not carry its token's expiry", what)
+	}
+	if !now.Before(expiresAt) {
+		h.t.Fatalf("%s: handed out a token that expired at %s (now %s)", what, expiresAt, now)
+	}
+	if end := now.Add(secret.TTL); end.After(expiresAt) || secret.TTL < time.Second {
+		h.t.Fatalf("%s: a lease of %s ends after its token (%s left)", what, secret.TTL, expiresAt.Sub(now))
+	}
+}
+
+func (h *history) pickLease(t *rapid.T) *logical.Secret {
+	if len(h.leases) == 0 {
+		t.Skip("no lease")
+	}
+	lease := h.leases[rapid.IntRange(0, len(h.leases)-1).Draw(t, "lease")]
+	stored := *lease
+	// As Vault keeps it in its lease entry: the type by name, not by our constant.
+	stored.InternalData = map[string]any{}
+	for k, v := range lease.InternalData {
+		stored.InternalData[k] = v
+	}
+	stored.InternalData["secret_type"] = "mirakl_token"
+	stored.IssueTime = h.clock.Now().Add(-time.Second)
+	return &stored
+}
+
+func (h *history) renewLease(t *rapid.T) {
+	secret := h.pickLease(t)
+	now := h.clock.Now()
+	held := h.held()
+	h.expectRequests(func() {
+		resp, err := h.request(&logical.Request{Operation: logical.RenewOperation, Secret: secret})
+		h.checkClean("renew", resp, err, false)
+		if err == nil && resp != nil && !resp.IsError() {
+			h.checkLease("renew", now, resp.Secret)
+		}
+	}, held)
+}
+
+func (h *history) revokeLease(t *rapid.T) {
+	secret := h.pickLease(t)
+	arrivals := h.arrivalCount()
+	resp, err := h.request(&logical.Request{Operation: logical.RevokeOperation, Secret: secret})
+	h.checkClean("revoke", resp, err, false)
+	if err != nil || (resp != nil && resp.IsError()) {
+		t.Fatalf("a revoke failed: %v / %v", err, resp)
+	}
+	if h.arrivalCount() != arrivals {
+		t.Fatal("a revoke asked Mirakl")
+	}
+}
+
+func (h *history) periodic(*rapid.T) {
+	held := h.held()
+	h.expectRequests(func() {
+		resp, err := h.request(&logical.Request{Operation: logical.RollbackOperation, Path: ""})
+		h.checkClean("periodic", resp, err, false)
+	}, held)
+}
+
+func (h *history) invalidate(*rapid.T) {
+	arrivals := h.arrivalCount()
+	h.backend.InvalidateKey(h.ctx, configStorageKey)
+	h.settle()
+	if h.arrivalCount() != arrivals {
+		h.t.Fatal("an invalidation asked Mirakl")
+	}
+}
+
+func (h *history) advanceClock(t *rapid.T) {
+	h.clock.Advance(rapid.SampledFrom([]time.Duration{
+		time.Second, 3 * time.Second, 30 * time.Second, time.Minute, 4 * time.Minute, 5 * time.Minute, 6 * time.Minute, 11 * time.Minute,
+	}).Draw(t, "advance"))
+}
+
+func (h *history) changeMirakl(t *rapid.T) {
+	// Hanging costs real time (an attempt's timeout): drawn more rarely.
+	modes := []string{"healthy", "healthy", "healthy", "429", "429 long", "503", "refusing", "malformed", "echoing", "slow", "healthy", "hanging"}
+	mode := rapid.SampledFrom(modes).Draw(t, "Mirakl")
+	h.healthy = mode == "healthy" || mode == "slow"
+	echo := func(body string) string {
+		raw, _ := json.Marshal(map[string]string{"error": "invalid_request", "error_description": "got " + body})
+		return string(raw)
+	}
+	faults := map[string]fakemirakl.Fault{
+		"429":       fakemirakl.RateLimited("60"),
+		"429 long":  fakemirakl.RateLimited("31536000"),
+		"503":       fakemirakl.HTMLError(503),
+		"refusing":  fakemirakl.OAuthError(401, "invalid_client", "refused"),
+		"malformed": fakemirakl.RawToken(`{"token_type":"Bearer","access_token":"x\r\ny","expires_in":60}`),
+		"echoing":   {Status: 400, ContentType: "application/json", Echo: echo},
+		"slow":      fakemirakl.Slow(20 * time.Millisecond),
+		"hanging":   fakemirakl.Slow(400 * time.Millisecond), // beyond an attempt's timeout at request_timeout=1s
+	}
+	for _, fake := range []*fakemirakl.Server{h.fake, h.other} {
+		if f, ok := faults[mode]; ok && mode != "slow" {
+			fake.FailRandomly(1, f)
+		} else {
+			fake.FailRandomly(0, fakemirakl.Fault{})
+		}
+		if mode == "slow" {
+			fake.FailRandomly(1, faults["slow"])
+		}
+	}
+}
+
+// rotateAtMirakl: Mirakl now accepts another secret of the history's (the
+// stored one is refused until the admin writes the new one).
+func (h *history) rotateAtMirakl(t *rapid.T) {
+	secret := h.secrets[rapid.IntRange(0, len(h.secrets)-1).Draw(t, "accepted secret")]
+	h.fake.SetCredentials(propsClientID, secret)
+	h.other.SetCredentials(propsClientID, secret)
+}
+
+// --- checks ---
+
+// expectRequests runs a read, renewal or periodic step and checks promise 3
+// on what arrived at Mirakl meanwhile.
+func (h *history) expectRequests(step func(), held bool) {
+	_, remaining, lifetime, cached := h.cached()
+	arrivals := h.arrivalCount()
+	issued := len(h.fake.IssuedTokens()) + len(h.other.IssuedTokens())
+	step()
+	got := h.arrivalsSince(arrivals)
+	if held && len(got) > 0 {
+		h.t.Fatalf("%d requests went to Mirakl while the gate held them back", len(got))
+	}
+	for _, a := range got {
+		if h.stored == nil || a.secret != h.stored.ClientSecret {
+			h.t.Fatal("a request carried a secret other than the stored one")
+		}
+	}
+	newTokens := len(h.fake.IssuedTokens()) + len(h.other.IssuedTokens()) - issued
+	if newTokens > 0 && cached && remaining > lifetime/2 {
+		h.t.Fatalf("a new token was fetched while the cached one had %s of its %s left", remaining, lifetime)
+	}
+}
+
+// checkClean is promise 1 for one answer. secretGiven: the request carried
+// the secret itself, so Mirakl's error_description may come back to it.
+func (h *history) checkClean(what string, resp *logical.Response, err error, secretGiven bool) {
+	var texts []string
+	if err != nil {
+		texts = append(texts, err.Error())
+	}
+	if resp != nil {
+		data := make(map[string]any, len(resp.Data))
+		for k, v := range resp.Data {
+			if k != "access_token" || what != "token read" {
+				data[k] = v
+			}
+		}
+		raw, _ := json.Marshal(struct {
+			Data     map[string]any
+			Warnings []string
+			Secret   *logical.Secret
+		}{data, resp.Warnings, resp.Secret})
+		texts = append(texts, string(raw))
+	}
+	for _, text := range texts {
+		for _, needle := range h.needles(secretGiven) {
+			if strings.Contains(text, needle) {
+				h.t.Fatalf("%s: an answer holds a secret or a token (%q): %s", what, needle, text)
+			}
+		}
+	}
+}
+
+func (h *history) needles(secretGiven bool) []string {
+	needles := append(h.fake.IssuedTokens(), h.other.IssuedTokens()...)
+	for _, s := range h.secrets {
+		if secretGiven {
+			needles = append(needles, s)
+		} else {
+			needles = append(needles, secretSpellings(s)...)
+			needles = append(needles, url.QueryEscape(url.QueryEscape(s)))
+		}
+	}
+	if secretGiven {
+		return needles
+	}
+	return append(needles, "props-SECRET")
+}
+
+// checkLogs runs after every step: promise 1 for the plugin's logs.
+func (h *history) checkLogs(*rapid.T) {
+	logs := h.logs.String()
+	for _, needle := range h.needles(false) {
+		if strings.Contains(logs, needle) {
+			h.t.Fatalf("the logs hold a secret or a token (%q)", needle)
+		}
+	}
+}
