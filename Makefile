@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 # proxy even where the installed Go defaults to GOTOOLCHAIN=local.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: all build test test-unit test-props test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck mutate
+.PHONY: all build test test-unit test-props test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck mutate mutate-hand
 
 all: build
 
@@ -63,6 +63,10 @@ vulncheck:
 ## mutate: mutation testing of the engine with gremlins (pinned in scripts/mutate.sh); minutes, not in CI
 mutate:
 	scripts/mutate.sh
+
+## mutate-hand: the hand-written mutations (internal/cmd/mutate-hand), each against the unit tests; minutes, not in CI
+mutate-hand:
+	$(GO) run ./internal/cmd/mutate-hand
 
 ## fuzz: each fuzz target for FUZZTIME (the checked-in seeds also run in every test-unit)
 FUZZTIME ?= 10s

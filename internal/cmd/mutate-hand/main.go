@@ -1,0 +1,136 @@
+// Command mutate-hand applies the hand-written mutations of mutations.go to
+// a copy of the module, one at a time, runs the unit tests against each, and
+// prints which were caught. Where gremlins flips operators, these are the
+// bugs a person writes: a dropped assignment, the wrong context, a field
+// left out of a merge, a constant renamed, a check on one path only.
+//
+//	go run ./internal/cmd/mutate-hand [-run regexp] [-timeout 3m]
+//
+// It never modifies the checkout. Not part of CI: minutes on two cores.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+func main() {
+	only := flag.String("run", "", "apply only the mutations whose name matches this regexp")
+	timeout := flag.Duration("timeout", 3*time.Minute, "limit on one mutant's test run")
+	flag.Parse()
+	filter := regexp.MustCompile(*only)
+
+	root, err := os.Getwd()
+	if err != nil {
+		fail(err)
+	}
+	caught, total := 0, 0
+	var survivors []string
+	for _, m := range mutations {
+		if !filter.MatchString(m.name) {
+			continue
+		}
+		total++
+		verdict, detail := try(root, m, *timeout)
+		if verdict != "survived" {
+			caught++
+		} else {
+			survivors = append(survivors, m.name)
+		}
+		fmt.Printf("%-9s %-48s %s\n", verdict, m.name, detail)
+	}
+	fmt.Printf("\n%d of %d caught (%.0f%%)\n", caught, total, 100*float64(caught)/float64(max(total, 1)))
+	for _, s := range survivors {
+		fmt.Println("survived:", s)
+	}
+	if total > 0 && caught*10 < total*9 {
+		os.Exit(1)
+	}
+}
+
+// try copies the module, applies m, and runs the unit tests of the root
+// package: "caught" if they fail, "timeout" if they hang, "survived" if they pass.
+func try(root string, m mutation, timeout time.Duration) (verdict, detail string) {
+	dir, err := os.MkdirTemp("", "mutate-hand-")
+	if err != nil {
+		fail(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	if err := copyModule(root, dir); err != nil {
+		fail(err)
+	}
+	path := filepath.Join(dir, m.file)
+	src, err := os.ReadFile(path)
+	if err != nil {
+		fail(err)
+	}
+	if n := strings.Count(string(src), m.find); n != 1 {
+		return "stale", fmt.Sprintf("the text to mutate appears %d times in %s: update mutations.go", n, m.file)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(src), m.find, m.replace, 1)), 0o600); err != nil {
+		fail(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-failfast", ".")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	switch {
+	case ctx.Err() != nil:
+		return "timeout", "tests did not finish within " + timeout.String()
+	case err == nil:
+		return "survived", m.why
+	default:
+		return "caught", firstFailure(string(out))
+	}
+}
+
+func firstFailure(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "--- FAIL") || strings.Contains(line, "build failed") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return "tests failed"
+}
+
+// copyModule copies the module's Go files, go.mod, go.sum and testdata.
+func copyModule(from, to string) error {
+	return filepath.WalkDir(from, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, path)
+		if d.IsDir() {
+			if name := d.Name(); rel != "." && (strings.HasPrefix(name, ".") || name == "bin" || name == "dist" || name == "node_modules") {
+				return filepath.SkipDir
+			}
+			return os.MkdirAll(filepath.Join(to, rel), 0o700)
+		}
+		if !strings.HasSuffix(path, ".go") && d.Name() != "go.mod" && d.Name() != "go.sum" && !strings.Contains(rel, "testdata") {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), data, 0o600)
+	})
+}
+
+func fail(err error) {
+	if errors.Is(err, fs.ErrNotExist) {
+		err = fmt.Errorf("%w (run from the module root)", err)
+	}
+	fmt.Fprintln(os.Stderr, "mutate-hand:", err)
+	os.Exit(2)
+}
