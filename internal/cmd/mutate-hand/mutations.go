@@ -23,7 +23,7 @@ var mutations = []mutation{
 
 	// Updates: a merge that drops a field nobody set in the test.
 	{"config: update drops request_timeout", "path_config.go",
-		"		c.RequestTimeout = time.Duration(v.(int)) * time.Second\n", "", "a merge that drops a field"},
+		"		c.RequestTimeout = time.Duration(v.(int)) * time.Second\n", "		_ = v\n", "a merge that drops a field"},
 	{"config: update drops ca_cert", "path_config.go",
 		`text(fieldCACert, maxCACertBytes, isPEMChar, "PEM text (printable ASCII and line breaks)", &c.CACert),`, "", "a merge that drops a field"},
 	{"config: moving ca_cert without the secret", "path_config.go",
