@@ -65,8 +65,8 @@ func TestNoLeak(t *testing.T) {
 		}
 		acme.fake.Enqueue(fakemirakl.OAuthError(http.StatusUnauthorized, "invalid_client", "Client authentication failed"))
 		r = cli.MustFail(t, "write", "mirakl/config", "client_secret="+acme.clientSecret)
-		if !strings.Contains(r.Output(), "Code: 400") || !strings.Contains(r.Output(), `error "invalid_client", Client authentication failed`) {
-			t.Errorf("a refusal on a config write should be a 400 that names the OAuth error:\n%s", r.Output())
+		if !strings.Contains(r.Output(), "Code: 400") || !strings.Contains(r.Output(), `error "invalid_client": Client authentication failed`) {
+			t.Errorf("a refusal on a config write that sent the secret should be a 400 that names the OAuth error and its description:\n%s", r.Output())
 		}
 	})
 

@@ -19,9 +19,10 @@ import (
 // the next token comes before the old one expires.
 func TestRefreshAheadWhileMiraklMisbehaves(t *testing.T) {
 	t.Parallel()
-	// Tokens of 30s with min_ttl 14s: the refresh point is half their life
+	// Tokens of 30s with min_ttl 10s: the refresh point is half their life
 	// (min_ttl + 2m, capped at half), 15s after they were issued, and a
-	// failure shows in warnings from 16s on, when less than min_ttl is left.
+	// failure shows in warnings from 20s on, when less than min_ttl is left
+	// (below min_ttl a read on a healthy mount would wait for the next token).
 	const expiresIn = 30 * time.Second
 	e := newEnv(t)
 	// One mount per scenario, so that both run at once.
@@ -33,7 +34,7 @@ func TestRefreshAheadWhileMiraklMisbehaves(t *testing.T) {
 
 	// configure points mount at account a and returns its first token and when it expires.
 	configure := func(t *testing.T, mount string, a *account, requestTimeout string) (string, time.Time) {
-		e.configure(mount, a, "min_ttl=14s", "request_timeout="+requestTimeout)
+		e.configure(mount, a, "min_ttl=10s", "request_timeout="+requestTimeout)
 		first := readToken(t, cli, mount).accessToken()
 		issued, _ := a.fake.IssuedAt(first)
 		return first, issued.Add(expiresIn)
@@ -97,7 +98,7 @@ func TestRefreshAheadWhileMiraklMisbehaves(t *testing.T) {
 		if got, _ := time.Parse(time.RFC3339, status.Data["token_expires_at"].(string)); got.Before(expires.Truncate(time.Second)) || got.After(expires.Add(2*time.Second)) {
 			t.Errorf("status token_expires_at %v, want about %s", status.Data["token_expires_at"], expires.UTC())
 		}
-		if status.Data["next_background_attempt"] == nil || status.Data["failures"].(float64) < 1 {
+		if status.Data["next_attempt"] == nil || status.Data["requests_held"] != true || status.Data["failures"].(float64) < 1 {
 			t.Errorf("status does not show the failure and the next attempt: %v", status.Data)
 		}
 
