@@ -192,11 +192,16 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		client.close()
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
+	if err := b.dropStoredToken(ctx, req.Storage); err != nil { // token_store.go
+		client.close()
+		return nil, err
+	}
 	if err := req.Storage.Put(ctx, entry); err != nil {
 		client.close()
 		return nil, fmt.Errorf("storing config: %w", err)
 	}
 	b.setMount(mount)
+	b.storeConfigToken(ctx, req.Storage, mount) // token_store.go
 	return nil, nil
 }
 
@@ -220,10 +225,14 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.configWrites.Lock()
 	defer b.configWrites.Unlock()
+	if err := b.dropStoredToken(ctx, req.Storage); err != nil { // token_store.go
+		return nil, err
+	}
 	if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}
 	b.setMount(nil)
+	b.storeConfigToken(ctx, req.Storage, nil) // token_store.go
 	return nil, nil
 }
 
@@ -260,6 +269,7 @@ func (b *backend) currentMount(ctx context.Context, s logical.Storage) (*mountSt
 		return nil, fmt.Errorf("loading config: %w", err)
 	}
 	mount := newMountState(cfg, client)
+	b.restoreToken(ctx, s, mount) // token_store.go
 	b.mount.Store(mount)
 	return mount, nil
 }

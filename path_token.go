@@ -242,6 +242,7 @@ func (b *backend) fetch(ctx context.Context, mount *mountState, seen *cachedToke
 		}
 		tok := newCachedToken(fetched, now)
 		mount.cache.succeeded(tok)
+		b.tokenInstalled(mount, tok) // token_store.go
 		b.Logger().Debug("fetched a new token", "fingerprint", tok.fingerprint, "expires_in", fetched.ExpiresIn)
 		return tok, nil
 	})
