@@ -244,10 +244,17 @@ func (b *backend) storeConfigToken(ctx context.Context, s logical.Storage, mount
 }
 
 // periodic is the backend's periodic function (about once a minute, on the
-// active node): it stores the current token if its last write failed, or if
-// a reader got it since it was stored (so that a restarted mount keeps
-// refreshing it ahead), then refreshes ahead.
+// active node). It loads the mount state, and so the stored token, if no
+// request has since the process started: a restarted mount refreshes ahead
+// the token its readers use, before any of them reads again. It stores the
+// current token if its last write failed, or if a reader got it since it was
+// stored, so that the next process knows it is in use. Then it refreshes ahead.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
+	if b.writesTokenStorage() && b.loadedMount() == nil {
+		if _, err := b.currentMount(ctx, req.Storage); err != nil {
+			b.Logger().Warn("could not load the config", "error", err)
+		}
+	}
 	b.keepTokenStored()
 	return b.refreshAhead(ctx, req)
 }
