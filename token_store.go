@@ -5,7 +5,8 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -81,18 +82,10 @@ type tokenStore struct {
 // barrier and seal wrap. min_ttl and request_timeout are left out: they do not
 // change which token Mirakl issues (a config write drops the token anyway).
 func configBinding(cfg *miraklConfig, salt []byte) []byte {
+	// A JSON array keeps the fields apart, whatever they hold.
+	message, _ := json.Marshal([]string{storedTokenBindingLabel, hex.EncodeToString(salt), cfg.ClientID, cfg.TokenURL, cfg.CACert})
 	mac := hmac.New(sha256.New, []byte(cfg.ClientSecret))
-	field := func(b []byte) {
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-		mac.Write(n[:])
-		mac.Write(b)
-	}
-	field([]byte(storedTokenBindingLabel))
-	field(salt)
-	field([]byte(cfg.ClientID))
-	field([]byte(cfg.TokenURL))
-	field([]byte(cfg.CACert))
+	mac.Write(message)
 	return mac.Sum(nil)
 }
 
@@ -250,8 +243,8 @@ func (b *backend) storeConfigToken(ctx context.Context, s logical.Storage, mount
 // current token if its last write failed, or if a reader got it since it was
 // stored, so that the next process knows it is in use. Then it refreshes ahead.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
-	if b.writesTokenStorage() && b.loadedMount() == nil {
-		if _, err := b.currentMount(ctx, req.Storage); err != nil {
+	if s := req.Storage; s != nil && b.writesTokenStorage() && b.loadedMount() == nil {
+		if _, err := b.currentMount(ctx, s); err != nil {
 			b.Logger().Warn("could not load the config", "error", err)
 		}
 	}
