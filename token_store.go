@@ -34,7 +34,7 @@ const (
 	// of a newly fetched token wait for.
 	storedTokenWriteTimeout = 10 * time.Second
 	storedTokenSaltBytes    = 16
-	storedTokenBindingLabel = "vault-plugin-mirakl stored token binding v1"
+	storedTokenBindingLabel = "vault-plugin-mirakl stored token binding v1" //nolint:gosec // G101: a domain-separation label, not a credential.
 )
 
 // storedTokenEntry is the token as kept in storage. Its times are wall-clock

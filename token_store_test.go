@@ -2,7 +2,6 @@ package mirakl
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -349,11 +348,11 @@ func TestStoredTokenIgnored(t *testing.T) {
 	reencoded := func(t *testing.T, env *testEnv, change func(e *storedTokenEntry)) []byte {
 		entry := env.storedToken()
 		change(entry)
-		raw, err := json.Marshal(entry)
+		raw, err := logical.StorageEntryJSON(tokenStorageKey, entry)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return raw
+		return raw.Value
 	}
 	cases := []struct {
 		name string
