@@ -22,7 +22,8 @@ import (
 // down at that very moment.
 //
 // The active node writes the entry whenever a token is installed (fetched, or
-// verified by a config write), never on a cached read; the mount state reads
+// verified by a config write), and once more from the periodic function when
+// a reader got the token since; never on a cached read. The mount state reads
 // it once, when it loads from storage. A write that fails never fails a read:
 // the token is served from memory, and the periodic function tries again.
 
