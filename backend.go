@@ -54,17 +54,20 @@ type backend struct {
 	stop  context.CancelFunc
 
 	stats upstreamStats
+
+	tokens tokenStore // the token kept in storage (token_store.go)
 }
 
 // newBackend builds a mount's backend on the given clock.
 func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() time.Time) (*backend, error) {
 	b := &backend{now: now, retries: defaultRetryPolicy}
+	b.tokens.storage = conf.StorageView // token_store.go: writes outside any request
 	b.alive, b.stop = context.WithCancel(context.Background())
 	b.Backend = &framework.Backend{
 		Help:        backendHelp,
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configStorageKey},
+			SealWrapStorage: []string{configStorageKey, tokenStorageKey},
 		},
 		Paths: []*framework.Path{
 			pathConfig(b),
@@ -75,7 +78,7 @@ func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() tim
 			secretToken(b),
 		},
 		Invalidate:     b.invalidate,
-		PeriodicFunc:   b.refreshAhead,
+		PeriodicFunc:   b.periodic, // token_store.go: keeps the token stored, then refreshAhead
 		Clean:          b.clean,
 		RunningVersion: Version,
 	}
@@ -93,7 +96,7 @@ func (b *backend) clean(context.Context) {
 
 // invalidate runs on nodes whose storage changed under them (standbys, replicas).
 func (b *backend) invalidate(_ context.Context, key string) {
-	if key == configStorageKey {
+	if key == configStorageKey || key == tokenStorageKey { // token_store.go: the stored token reloads with the config
 		b.setMount(nil)
 	}
 }

@@ -19,7 +19,7 @@ func TestFactoryReportsVersion(t *testing.T) {
 	if fb.RunningVersion != Version || Version == "" {
 		t.Fatalf("RunningVersion = %q, Version = %q", fb.RunningVersion, Version)
 	}
-	if got := fb.PathsSpecial.SealWrapStorage; len(got) != 1 || got[0] != configStorageKey {
+	if got := fb.PathsSpecial.SealWrapStorage; len(got) != 2 || got[0] != configStorageKey || got[1] != tokenStorageKey {
 		t.Fatalf("SealWrapStorage = %v", got)
 	}
 }
@@ -30,6 +30,11 @@ func TestInvalidateDropsConfigAndToken(t *testing.T) {
 	env.Configure(nil)
 	_, first := env.MustReadToken()
 
+	// As the active node's config write does (token_store_test.go covers
+	// an invalidation that finds the stored token).
+	if err := env.storage.Delete(env.ctx, tokenStorageKey); err != nil {
+		t.Fatal(err)
+	}
 	env.backend.invalidate(env.ctx, configStorageKey)
 	_, second := env.MustReadToken()
 	if first == second {

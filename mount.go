@@ -48,6 +48,7 @@ func (b *backend) currentMount(ctx context.Context, s logical.Storage) (*mountSt
 		return nil, fmt.Errorf("loading config: %w", err)
 	}
 	mount := b.newMountState(cfg, client)
+	b.restoreToken(ctx, s, mount) // token_store.go
 	b.mount.Store(mount)
 	return mount, nil
 }

@@ -199,11 +199,16 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		mount.close()
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
+	if err := b.dropStoredToken(ctx, req.Storage); err != nil { // token_store.go
+		mount.close()
+		return nil, err
+	}
 	if err := req.Storage.Put(ctx, entry); err != nil {
 		mount.close()
 		return nil, fmt.Errorf("storing config: %w", err)
 	}
 	b.setMount(mount)
+	b.storeConfigToken(ctx, req.Storage, mount) // token_store.go
 	return nil, nil
 }
 
@@ -250,10 +255,14 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.configWrites.Lock()
 	defer b.configWrites.Unlock()
+	if err := b.dropStoredToken(ctx, req.Storage); err != nil { // token_store.go
+		return nil, err
+	}
 	if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}
 	b.setMount(nil)
+	b.storeConfigToken(ctx, req.Storage, nil) // token_store.go
 	return nil, nil
 }
 

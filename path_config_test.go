@@ -3,6 +3,7 @@ package mirakl
 import (
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -214,8 +215,8 @@ func TestConfigSealWrapped(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t)
 	paths := env.backend.SpecialPaths()
-	if paths == nil || len(paths.SealWrapStorage) != 1 || paths.SealWrapStorage[0] != "config" {
-		t.Fatalf("config is not seal-wrapped: %#v", paths)
+	if paths == nil || !slices.Equal(paths.SealWrapStorage, []string{"config", "token"}) {
+		t.Fatalf("config and token are not seal-wrapped: %#v", paths)
 	}
 	field := pathConfig(env.backend).Fields["client_secret"]
 	if field.DisplayAttrs == nil || !field.DisplayAttrs.Sensitive {

@@ -242,6 +242,7 @@ func (b *backend) sender(mount *mountState, seen *cachedToken) func(context.Cont
 		}
 		tok := newCachedToken(fetched, now)
 		mount.cache.install(tok)
+		b.tokenInstalled(mount, tok) // token_store.go
 		b.Logger().Debug("fetched a new token", "fingerprint", tok.fingerprint, "expires_in_seconds", int64(fetched.ExpiresIn.Seconds()))
 		return tok, nil
 	}

@@ -3,9 +3,11 @@
 package e2e
 
 import (
+	"net/http"
 	"testing"
 	"time"
 
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
@@ -16,7 +18,9 @@ const upgradeVersion = "v9.9.9-upgrade"
 // The README's "Upgrading the plugin", command for command: a second release
 // beside the first, registered under its own version, pinned with `vault
 // secrets tune`, started with `vault plugin reload`; then the rollback. The
-// config and the leases issued by either version carry over both ways.
+// config, the token and the leases issued by either version carry over both
+// ways: with Mirakl refusing every request after the first token, each
+// version serves that token.
 func TestUpgrade(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -45,16 +49,19 @@ func TestUpgrade(t *testing.T) {
 			t.Fatalf("after the tune alone the mount runs %s, want still %s until the reload", got.Running, old.Version)
 		}
 		requests := acme.fake.Requests()
+		acme.fake.FailRandomly(1, fakemirakl.HTMLError(http.StatusServiceUnavailable)) // Mirakl down from now on
 		cli.MustRun(t, "plugin", "reload", "-plugin=mirakl")
 
 		requireRunning(t, e.vault, "mirakl", next, old, "after the reload")
 		checkConfig(t, cli, "mirakl", acme, "after the upgrade")
 		cli.MustRun(t, "lease", "lookup", oldLease.LeaseID)
 		newLease = readToken(t, cli, "mirakl")
-		issuedBy(t, acme, newLease.accessToken())
-		// A new process, so an empty cache: one new token, as the README says.
-		if n := acme.fake.Requests() - requests; n != 1 {
-			t.Errorf("the upgrade cost %d token requests, want 1", n)
+		// A new process, which serves the token the old one stored.
+		if newLease.accessToken() != oldLease.accessToken() {
+			t.Errorf("the new version serves token %q, want the old version's %q", newLease.accessToken(), oldLease.accessToken())
+		}
+		if n := acme.fake.Requests() - requests; n != 0 {
+			t.Errorf("the upgrade cost %d token requests, want none", n)
 		}
 		// The new version revokes what the old one issued: the lease type
 		// kept its name.
@@ -74,7 +81,12 @@ func TestUpgrade(t *testing.T) {
 		requireRunning(t, e.vault, "mirakl", old, next, "after the rollback")
 		checkConfig(t, cli, "mirakl", acme, "after the rollback")
 		cli.MustRun(t, "lease", "lookup", newLease.LeaseID)
-		issuedBy(t, acme, readToken(t, cli, "mirakl").accessToken())
+		if got := readToken(t, cli, "mirakl").accessToken(); got != oldLease.accessToken() {
+			t.Errorf("after the rollback: token %q, want the stored %q", got, oldLease.accessToken())
+		}
+		if n := acme.fake.Requests(); n != 1 {
+			t.Errorf("after the rollback the fake saw %d token requests, want the config write's 1", n)
+		}
 		cli.MustRun(t, "lease", "revoke", newLease.LeaseID)
 		e.waitLeaseGone(newLease.LeaseID)
 	})
@@ -168,11 +180,17 @@ func TestUpgradeCluster(t *testing.T) {
 	}
 
 	t.Run("active node killed", func(t *testing.T) {
+		acme.fake.FailRandomly(1, fakemirakl.HTMLError(http.StatusServiceUnavailable)) // Mirakl down from now on
 		leader.Kill(t)
 		now := c.WaitForLeader(t)
 		requireRunning(t, now, "mirakl", next, old, "on "+now.Opts.Name+", active after the failover")
 		checkConfig(t, now.CLI(), "mirakl", acme, "after the failover")
 		now.CLI().MustRun(t, "lease", "lookup", lease.LeaseID)
-		issuedBy(t, acme, readToken(t, now.CLI(), "mirakl").accessToken())
+		// The new build on the new active node serves the token the old
+		// build stored on the old one.
+		if got := readToken(t, now.CLI(), "mirakl").accessToken(); got != lease.accessToken() {
+			t.Errorf("after the failover: token %q, want the stored %q", got, lease.accessToken())
+		}
+		requireRequests(t, acme, 1, "after the failover")
 	})
 }

@@ -11,7 +11,7 @@ var mutations = []mutation{
 	{"backend: invalidate misses the config key", "backend.go",
 		"if key == configStorageKey {", `if key == "config/" {`, "wiring: Vault's InvalidateKey"},
 	{"backend: periodic function not wired", "backend.go",
-		"PeriodicFunc:   b.refreshAhead,", "", "wiring: RollbackOperation"},
+		"PeriodicFunc:   b.periodic,", "", "wiring: RollbackOperation"},
 	{"backend: seal wrap names another key", "backend.go",
 		"SealWrapStorage: []string{configStorageKey", `SealWrapStorage: []string{"config/"`, "constant Vault's storage depends on"},
 	{"secret: lease type renamed", "secret_token.go",

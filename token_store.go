@@ -1,0 +1,272 @@
+package mirakl
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// The mount's token is kept in the mount's storage as well as in memory, so
+// that a valid token outlives the process that fetched it: after a Vault
+// restart, a plugin crash, a reload, an upgrade or a failover, the mount's
+// first read serves the stored token instead of asking Mirakl, which may be
+// down at that very moment.
+//
+// The active node writes the entry whenever a token is installed (fetched, or
+// verified by a config write), and once more from the periodic function when
+// a reader got the token since; never on a cached read. The mount state reads
+// it once, when it loads from storage. A write that fails never fails a read:
+// the token is served from memory, and the periodic function tries again.
+
+const (
+	// tokenStorageKey is seal-wrapped, like the config (PathsSpecial).
+	tokenStorageKey    = "token"
+	storedTokenVersion = 1
+	// storedTokenWriteTimeout bounds a write of the token, which the readers
+	// of a newly fetched token wait for.
+	storedTokenWriteTimeout = 10 * time.Second
+	storedTokenSaltBytes    = 16
+	storedTokenBindingLabel = "vault-plugin-mirakl stored token binding v1" //nolint:gosec // G101: a domain-separation label, not a credential.
+)
+
+// storedTokenEntry is the token as kept in storage. Its times are wall-clock
+// UTC, so that a new process, or another node, places them on its own clock.
+type storedTokenEntry struct {
+	Version       int       `json:"version"`
+	AccessToken   string    `json:"access_token"`
+	TokenType     string    `json:"token_type"`
+	TargetApp     string    `json:"target_app,omitempty"`
+	ResourceOwner string    `json:"resource_owner,omitempty"`
+	IssuedAt      time.Time `json:"issued_at"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	// Read: a reader got the token, so its successor is fetched ahead.
+	Read bool `json:"read"`
+	// The config the token was issued for: an HMAC keyed with that config's
+	// client secret (see configBinding), with a salt of its own.
+	ConfigSalt    []byte `json:"config_salt"`
+	ConfigBinding []byte `json:"config_binding"`
+}
+
+// tokenStore is what the backend knows of the stored token.
+type tokenStore struct {
+	// storage is the mount's storage view from the backend's setup: token
+	// fetches outside any request (background refreshes) have no other.
+	storage logical.Storage
+
+	// mu serialises the writes of the entry, and what they decide on: only
+	// the current mount state's current token is written, so that a request
+	// that a config change overtook cannot store its token after the change.
+	mu sync.Mutex
+	// stored is the token this process last wrote or loaded (nil: none), and
+	// storedRead the read flag it was stored with.
+	stored     *cachedToken
+	storedRead bool
+}
+
+// configBinding identifies the config a token was issued for, without
+// holding anything that reveals the secret: an HMAC-SHA256 keyed with the
+// client secret over the other fields that decide who issues tokens to whom
+// (client_id, token_url, ca_cert), and a random salt per entry. Keyed with
+// the secret, it cannot be computed, or matched to a config, without the
+// secret; salted, two entries of the same config (another mount, cluster or
+// backup) cannot be linked. It is no more a guess-check of the secret than
+// the config entry beside it, which holds the secret itself under the same
+// barrier and seal wrap. min_ttl and request_timeout are left out: they do not
+// change which token Mirakl issues (a config write drops the token anyway).
+func configBinding(cfg *miraklConfig, salt []byte) []byte {
+	// A JSON array keeps the fields apart, whatever they hold.
+	message, _ := json.Marshal([]string{storedTokenBindingLabel, hex.EncodeToString(salt), cfg.ClientID, cfg.TokenURL, cfg.CACert})
+	mac := hmac.New(sha256.New, []byte(cfg.ClientSecret))
+	mac.Write(message)
+	return mac.Sum(nil)
+}
+
+// writesTokenStorage: this node is the one that fetches this mount's tokens
+// and may write its storage. Performance standbys forward token reads to the
+// active node and DR secondaries serve nothing; on a performance secondary
+// only a local mount has storage of its own (a replicated mount's reads go to
+// the primary, and its storage is read-only here).
+func (b *backend) writesTokenStorage() bool {
+	state := b.System().ReplicationState()
+	switch {
+	case state.HasState(consts.ReplicationPerformanceStandby | consts.ReplicationDRSecondary):
+		return false
+	case state.HasState(consts.ReplicationPerformanceSecondary):
+		return b.System().LocalMount()
+	}
+	return true
+}
+
+// tokenInstalled keeps tok, just installed in mount's cache, in storage. It
+// never fails: a token that cannot be stored is served from memory.
+func (b *backend) tokenInstalled(mount *mountState, tok *cachedToken) {
+	if b.tokens.storage == nil || !b.writesTokenStorage() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.alive, storedTokenWriteTimeout)
+	defer cancel()
+	b.tokens.mu.Lock()
+	defer b.tokens.mu.Unlock()
+	b.storeLocked(ctx, b.tokens.storage, mount, tok)
+}
+
+// storeLocked writes tok as mount's token if mount is the current state and
+// tok its current token. Callers hold tokens.mu.
+func (b *backend) storeLocked(ctx context.Context, s logical.Storage, mount *mountState, tok *cachedToken) {
+	if b.mount.Load() != mount {
+		return // a config change replaced mount: its tokens are not to be kept
+	}
+	if current := mount.cache.current(); current != tok {
+		return // a newer token was installed, and is stored in its turn
+	}
+	read := tok.read.Load()
+	salt := make([]byte, storedTokenSaltBytes)
+	if _, err := rand.Read(salt); err != nil {
+		b.Logger().Warn("could not keep the new token in storage: it is served from memory only", "error", err)
+		return
+	}
+	entry, err := logical.StorageEntryJSON(tokenStorageKey, &storedTokenEntry{
+		Version:       storedTokenVersion,
+		AccessToken:   tok.AccessToken,
+		TokenType:     tok.TokenType,
+		TargetApp:     tok.TargetApp,
+		ResourceOwner: tok.ResourceOwner,
+		IssuedAt:      tok.issuedAt.UTC(),
+		ExpiresAt:     tok.expiresAt.UTC(),
+		Read:          read,
+		ConfigSalt:    salt,
+		ConfigBinding: configBinding(mount.config, salt),
+	})
+	if err == nil {
+		err = s.Put(ctx, entry)
+	}
+	if err != nil {
+		// The error comes from storage, or from encoding: neither quotes the entry.
+		b.Logger().Warn("could not keep the new token in storage: it is served from memory, and a restart before the next attempt costs a new token",
+			"error", err)
+		return
+	}
+	b.tokens.stored, b.tokens.storedRead = tok, read
+}
+
+// restoreToken installs the stored token in mount, the state just loaded
+// from storage, if it belongs to mount's config and has life left. An entry
+// that does not is ignored (the next token replaces it), and logged without
+// its content.
+func (b *backend) restoreToken(ctx context.Context, s logical.Storage, mount *mountState) {
+	raw, err := s.Get(ctx, tokenStorageKey)
+	if err != nil {
+		b.Logger().Warn("could not read the stored token: the next read fetches a new one", "error", err)
+		return
+	}
+	if raw == nil {
+		return
+	}
+	var entry storedTokenEntry
+	if err := raw.DecodeJSON(&entry); err != nil || entry.Version != storedTokenVersion || entry.AccessToken == "" ||
+		entry.TokenType != "Bearer" || !entry.ExpiresAt.After(entry.IssuedAt) || len(entry.ConfigSalt) != storedTokenSaltBytes {
+		b.Logger().Warn("ignoring the stored token: the entry is unreadable; the next token replaces it")
+		return
+	}
+	if !hmac.Equal(entry.ConfigBinding, configBinding(mount.config, entry.ConfigSalt)) {
+		b.Logger().Info("ignoring the stored token: it was issued for another config; the next token replaces it")
+		return
+	}
+	tok := newCachedToken(&fetchedToken{
+		AccessToken:   entry.AccessToken,
+		TokenType:     entry.TokenType,
+		ExpiresIn:     entry.ExpiresAt.Sub(entry.IssuedAt),
+		TargetApp:     entry.TargetApp,
+		ResourceOwner: entry.ResourceOwner,
+	}, entry.IssuedAt)
+	if now := b.now(); !tok.servable(now) {
+		b.Logger().Debug("ignoring the stored token: it has expired", "expired_at", formatTime(tok.expiresAt))
+		return
+	}
+	tok.read.Store(entry.Read)
+	mount.cache.install(tok)
+	b.tokens.mu.Lock()
+	b.tokens.stored, b.tokens.storedRead = tok, entry.Read
+	b.tokens.mu.Unlock()
+	b.Logger().Debug("serving the stored token", "expires_at", tok.expiresAtText)
+}
+
+// dropStoredToken deletes the stored token before a config write or delete
+// changes anything, so that the token of a config being replaced (or
+// rewritten to replace the token after an incident) cannot come back after a
+// restart. A failure is the caller's to return: nothing has changed yet.
+func (b *backend) dropStoredToken(ctx context.Context, s logical.Storage) error {
+	b.tokens.mu.Lock()
+	defer b.tokens.mu.Unlock()
+	if err := s.Delete(ctx, tokenStorageKey); err != nil {
+		return fmt.Errorf("dropping the stored token: %w", err)
+	}
+	b.tokens.stored = nil
+	return nil
+}
+
+// storeConfigToken follows a config write or delete that just installed
+// mount (nil: none): it stores the token the write verified the credentials
+// with, if any, and otherwise deletes the entry again, in case a request of
+// the replaced config stored its token in between. Failures are logged: the
+// write is done, and dropStoredToken already removed the old token.
+func (b *backend) storeConfigToken(ctx context.Context, s logical.Storage, mount *mountState) {
+	b.tokens.mu.Lock()
+	defer b.tokens.mu.Unlock()
+	if mount != nil && b.writesTokenStorage() {
+		if tok := mount.cache.current(); tok != nil {
+			b.storeLocked(ctx, s, mount, tok)
+			if b.tokens.stored == tok {
+				return
+			}
+		}
+	}
+	if err := s.Delete(ctx, tokenStorageKey); err != nil {
+		b.Logger().Warn("could not drop the stored token after the config change", "error", err)
+		return
+	}
+	b.tokens.stored = nil
+}
+
+// periodic is the backend's periodic function (about once a minute, on the
+// active node). It loads the mount state, and so the stored token, if no
+// request has since the process started: a restarted mount refreshes ahead
+// the token its readers use, before any of them reads again. It stores the
+// current token if its last write failed, or if a reader got it since it was
+// stored, so that the next process knows it is in use. Then it refreshes ahead.
+func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
+	if s := req.Storage; s != nil && b.writesTokenStorage() && b.loadedMount() == nil {
+		if _, err := b.currentMount(ctx, s); err != nil {
+			b.Logger().Warn("could not load the config", "error", err)
+		}
+	}
+	b.keepTokenStored()
+	return b.refreshAhead(ctx, req)
+}
+
+func (b *backend) keepTokenStored() {
+	mount := b.loadedMount()
+	if mount == nil || b.tokens.storage == nil || !b.writesTokenStorage() {
+		return
+	}
+	now := b.now()
+	tok := mount.cache.current()
+	if tok == nil || !tok.servable(now) {
+		return
+	}
+	b.tokens.mu.Lock()
+	upToDate := b.tokens.stored == tok && (b.tokens.storedRead || !tok.read.Load())
+	b.tokens.mu.Unlock()
+	if !upToDate {
+		b.tokenInstalled(mount, tok)
+	}
+}
