@@ -42,6 +42,16 @@ func (e *testEnv) readAsync(ctx context.Context) <-chan readResult {
 	return ch
 }
 
+// readWithin reads mount/token, failing the test if the read does not
+// return within waitDeadline (as a read that waits on a hanging Mirakl would
+// not) or fails.
+func (e *testEnv) readWithin(what string) *logical.Response {
+	e.t.Helper()
+	r := receive(e.t, what, e.readAsync(e.ctx))
+	requireOK(e.t, r.resp, r.err)
+	return r.resp
+}
+
 // A reader that gives up while the shared request waits on Mirakl stops
 // waiting; the request, which runs on the mount's context and not on the
 // first reader's, goes on, and the readers beside it get its token.
@@ -102,7 +112,7 @@ func TestGoroutinesReturnToBaseline(t *testing.T) {
 	env.fake.Enqueue(fakemirakl.Hang(hold))
 	env.clock.Advance(50 * time.Minute) // in the refresh window
 	for range 50 {
-		env.MustReadToken() // each would start a refresh; the one running claims them all
+		env.readWithin("a read of the cached token") // each would start a refresh; the one running claims them all
 	}
 	waitSeenAt(t, env.fake, "the background request to reach Mirakl", func(r []fakemirakl.Request) bool { return len(r) == 2 })
 	// The refresh, its flight, the connection's goroutines on both sides and

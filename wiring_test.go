@@ -118,7 +118,7 @@ func TestCleanupThroughTheFrameworkEndsBackgroundRequests(t *testing.T) {
 	env.fake.FailRandomly(1, fakemirakl.Hang(release))
 
 	env.clock.Advance(50 * time.Minute) // in the refresh window
-	env.MustReadToken()
+	env.readWithin("a read of the cached token")
 	waitSeenAt(t, env.fake, "the background request to reach Mirakl", func(r []fakemirakl.Request) bool { return len(r) == 2 })
 
 	var mount logical.Backend = env.backend
@@ -126,7 +126,7 @@ func TestCleanupThroughTheFrameworkEndsBackgroundRequests(t *testing.T) {
 	waitSeenAt(t, env.fake, "the background request to be cancelled with the mount", func(r []fakemirakl.Request) bool {
 		return len(r) > 1 && r[1].Done && r[1].ClientGone
 	})
-	env.MustReadToken() // still in the refresh window
+	env.readWithin("a read after Cleanup") // still in the refresh window
 	if got := env.fake.Requests(); got != 2 {
 		t.Fatalf("a read after Cleanup started %d background requests", got-2)
 	}
