@@ -91,7 +91,7 @@ func TestLocalMountRemembered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.Cleanup(context.Background()) })
+	t.Cleanup(func() { cleanupWithin(t, b) })
 	readStatus := func(times int) {
 		t.Helper()
 		for range times {

@@ -47,6 +47,8 @@ func newBenchMount(tb testing.TB) *benchMount {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { requireNoViolations(tb, fake) })
+	tb.Cleanup(func() { cleanupWithin(tb, b) })
 	m := &benchMount{backend: b, storage: config.StorageView, fake: fake, calls: calls}
 	resp, err := m.request(logical.CreateOperation, "config", map[string]any{
 		"client_id": testClientID, "client_secret": testClientSecret, "token_url": fake.TokenURL(),

@@ -363,6 +363,7 @@ func TestRedirectsNotFollowed(t *testing.T) {
 	t.Parallel()
 	elsewhere := fakemirakl.New(testClientID, testClientSecret)
 	t.Cleanup(elsewhere.Close)
+	t.Cleanup(func() { requireNoViolations(t, elsewhere) })
 	for _, status := range []int{300, 301, 302, 303, 307, 308} {
 		env := newTestEnv(t)
 		env.fake.Enqueue(fakemirakl.Redirect(status, elsewhere.TokenURL()))

@@ -147,7 +147,7 @@ func TestSecretHygiene(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { restarted.Cleanup(context.Background()) })
+	t.Cleanup(func() { cleanupWithin(t, restarted) })
 	fake.FailRandomly(0, fakemirakl.Fault{})
 	for _, path := range []string{"config", "token", "status"} {
 		record(restarted.HandleRequest(env.ctx, &logical.Request{Operation: logical.ReadOperation, Path: path, Storage: env.storage, MountPoint: "mirakl/"}))

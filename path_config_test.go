@@ -250,6 +250,7 @@ func TestConfigMovingTheEndpointRequiresTheSecret(t *testing.T) {
 			t.Parallel()
 			elsewhere := fakemirakl.NewTLS(testClientID, testClientSecret)
 			t.Cleanup(elsewhere.Close)
+			t.Cleanup(func() { requireNoViolations(t, elsewhere) })
 			update := tc.update(elsewhere)
 			env := newTestEnv(t)
 			env.Configure(nil)
@@ -385,6 +386,7 @@ func TestConfigChangeClosesOldConnections(t *testing.T) {
 		"rotation": func(t *testing.T, env *testEnv) {
 			elsewhere := fakemirakl.New(testClientID, testClientSecret)
 			t.Cleanup(elsewhere.Close)
+			t.Cleanup(func() { requireNoViolations(t, elsewhere) })
 			env.Configure(map[string]any{"token_url": elsewhere.TokenURL(), "verify": false})
 		},
 		"delete": func(t *testing.T, env *testEnv) {

@@ -262,7 +262,7 @@ func TestTokenConcurrentColdReadsMakeOneRequest(t *testing.T) {
 		})
 	}
 	close(start)
-	wg.Wait()
+	waitGroup(t, "the concurrent cold reads", &wg)
 
 	for i, err := range errs {
 		if err != nil {
@@ -437,7 +437,7 @@ func TestTokenReadAcrossConfigChange(t *testing.T) {
 		waitFor(t, "the token request", func() bool { return env.fake.Requests() == 1 })
 		resp, err := env.DeleteConfig()
 		requireOK(t, resp, err)
-		requireUserError(t, <-done, nil, "not configured")
+		requireUserError(t, receive(t, "the read across the delete", done), nil, "not configured")
 	})
 	t.Run("rotation", func(t *testing.T) {
 		t.Parallel()
@@ -446,6 +446,7 @@ func TestTokenReadAcrossConfigChange(t *testing.T) {
 		env.fake.Enqueue(fakemirakl.Slow(200 * time.Millisecond))
 		rotated := fakemirakl.New(testClientID, "rotated-secret", fakemirakl.WithTokenPrefix("rotated-"))
 		t.Cleanup(rotated.Close)
+		t.Cleanup(func() { requireNoViolations(t, rotated) })
 		done := make(chan *logical.Response, 1)
 		go func() {
 			resp, _ := env.ReadToken(nil)
@@ -454,7 +455,7 @@ func TestTokenReadAcrossConfigChange(t *testing.T) {
 		waitFor(t, "the token request", func() bool { return env.fake.Requests() == 1 })
 		resp, err := env.WriteConfig(map[string]any{"token_url": rotated.TokenURL(), "client_secret": "rotated-secret", "verify": false})
 		requireOK(t, resp, err)
-		resp = <-done
+		resp = receive(t, "the read across the rotation", done)
 		requireOK(t, resp, nil)
 		if tok := resp.Data["access_token"].(string); !strings.HasPrefix(tok, "rotated-") {
 			t.Fatalf("the read handed out %q, a token of the replaced credentials", tok)

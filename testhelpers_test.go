@@ -108,7 +108,10 @@ func newTestEnvWithFake(t *testing.T, fake *fakemirakl.Server) *testEnv {
 		t.Fatal(err)
 	}
 	b.retries = retryPolicy{MaxRetries: 4, WaitMin: 5 * time.Millisecond, WaitMax: 50 * time.Millisecond}
-	t.Cleanup(func() { b.Cleanup(context.Background()) })
+	// Cleanups run last first: the mount ends (and its background requests
+	// with it) before the fake's record is checked.
+	t.Cleanup(func() { requireNoViolations(t, fake) })
+	t.Cleanup(func() { cleanupWithin(t, b) })
 	return &testEnv{t: t, ctx: context.Background(), backend: b, storage: storage, clock: clock, fake: fake, logs: logs}
 }
 
@@ -271,10 +274,64 @@ func (b *backend) forgetToken() {
 	}
 }
 
+// waitDeadline bounds every wait of the tests: long enough for a loaded
+// machine, short enough that a test that would hang fails instead, saying
+// what it waited for.
+const waitDeadline = 10 * time.Second
+
 // settle waits for the requests that reads or the periodic function started.
 func (e *testEnv) settle() {
+	e.t.Helper()
 	if mount := e.backend.loadedMount(); mount != nil {
-		mount.cache.running.Wait()
+		waitGroup(e.t, "the mount's requests to end", &mount.cache.running)
+	}
+}
+
+// waitGroup waits for wg, failing the test after waitDeadline.
+func waitGroup(t testing.TB, what string, wg *sync.WaitGroup) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	receive(t, what, done)
+}
+
+// receive returns the next value from ch (or its close), failing the test
+// after waitDeadline.
+func receive[T any](t testing.TB, what string, ch <-chan T) T {
+	t.Helper()
+	timer := time.NewTimer(waitDeadline)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("timed out after %s waiting for %s", waitDeadline, what)
+		panic("unreachable")
+	}
+}
+
+// cleanupWithin ends a mount as Vault does (Cleanup, through the framework),
+// failing the test if that does not return within waitDeadline.
+func cleanupWithin(t testing.TB, b logical.Backend) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		b.Cleanup(context.Background())
+		close(done)
+	}()
+	receive(t, "the mount's Cleanup to return (its background requests to end)", done)
+}
+
+// requireNoViolations fails the test if the fake saw a request that Mirakl
+// would refuse as malformed (a test that sends one on purpose takes it with
+// TakeViolations).
+func requireNoViolations(t testing.TB, fake *fakemirakl.Server) {
+	t.Helper()
+	if v := fake.Violations(); len(v) > 0 {
+		t.Errorf("the fake Mirakl saw requests that Mirakl would refuse:\n%s", strings.Join(v, "\n"))
 	}
 }
 

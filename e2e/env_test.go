@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,6 +91,7 @@ func prepareEnv(t *testing.T) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, bins: vaulttest.RequireEnv(t), dir: t.TempDir()}
 	e.audit = filepath.Join(e.dir, "audit.log")
+	t.Cleanup(e.checkFakesSawOnlyGoodRequests)
 	t.Cleanup(e.checkStopped)
 	t.Cleanup(e.checkNoLeak)
 	return e
@@ -266,6 +268,19 @@ func (e *testEnv) checkStopped() {
 	}
 }
 
+// checkFakesSawOnlyGoodRequests fails the test if a fake Mirakl saw a
+// request that Mirakl would refuse as malformed (a wrong method, Content-Type
+// or Accept, a form field missing, doubled or extra, credentials outside the
+// body): the fake answers those 400, but a test must not pass by a retry or
+// a cached token past one. It runs once every server has stopped.
+func (e *testEnv) checkFakesSawOnlyGoodRequests() {
+	for _, a := range e.accounts {
+		if v := a.fake.Violations(); len(v) > 0 {
+			e.t.Errorf("the %s account's fake Mirakl saw requests that Mirakl would refuse:\n%s", a.name, strings.Join(v, "\n"))
+		}
+	}
+}
+
 // checkNoLeak looks for every client secret and every access token issued
 // in the audit log, the server logs, extra logs and every CLI output except
 // the token reads themselves.
@@ -344,6 +359,21 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitGroup waits for wg, failing the test after timeout.
+func waitGroup(t *testing.T, timeout time.Duration, what string, wg *sync.WaitGroup) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
 	}
 }
 

@@ -67,7 +67,7 @@ func TestLoadWithFailingUpstream(t *testing.T) {
 			}
 		})
 	}
-	wg.Wait()
+	waitGroup(t, duration+2*time.Minute, "the clients' reads to end", &wg)
 
 	for _, p := range problems {
 		t.Error(p)

@@ -24,6 +24,7 @@ const (
 	roleEnv       = "MIRAKL_PARENT_TEST_ROLE"
 	pluginRoleEnv = "MIRAKL_PARENT_TEST_PLUGIN_ROLE" // the role the parent gives the plugin
 
+	roleMain       = "main" // the plugin itself: main, as Vault starts it (main_test.go)
 	roleParent     = "parent"
 	rolePlugin     = "plugin"      // watches its parent at once
 	roleLatePlugin = "late-plugin" // reads its parent's pid, but watches only once stdin closes
@@ -44,6 +45,9 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(roleEnv) {
 	case "":
 		os.Exit(m.Run())
+	case roleMain:
+		main()
+		os.Exit(0)
 	case roleParent:
 		standInParent()
 	default:

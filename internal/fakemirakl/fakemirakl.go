@@ -5,6 +5,12 @@
 // endpoint checks, issues distinct tokens with a configurable expires_in,
 // counts what it sees, and misbehaves on demand through queued faults or a
 // failure ratio, so that no test needs a copy of its own.
+//
+// It also checks what a client of Mirakl must send (method, Content-Type,
+// Accept, exactly the three form fields, no credentials anywhere else) and
+// keeps every departure as a violation: a test helper that finds any at the
+// end of a test fails it, so that a request Mirakl would refuse cannot pass
+// unnoticed just because the fake answered it.
 package fakemirakl
 
 import (
@@ -13,12 +19,16 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +54,14 @@ type Fault struct {
 	// Echo, when set, makes the body Echo(the request's raw body): a proxy
 	// or server that repeats what it was sent, secret included.
 	Echo func(requestBody string) string
+	// Hold, when not nil, keeps the request waiting until the channel is
+	// closed (or the client goes away), then answers as the rest of the
+	// fault says: a Mirakl that hangs for as long as the test wants.
+	Hold <-chan struct{}
+	// Stream, when positive, answers 200 with a JSON-looking body of that
+	// many bytes, written in chunks until the client stops reading: what
+	// the fake managed to write shows in Seen.
+	Stream int64
 }
 
 // Some faults the real endpoint is known or expected to produce.
@@ -85,6 +103,36 @@ func RawToken(body string) Fault {
 	return Fault{Status: http.StatusOK, Body: body, ContentType: "application/json"}
 }
 
+// Hang keeps the request waiting until release is closed, then answers normally.
+func Hang(release <-chan struct{}) Fault { return Fault{Hold: release} }
+
+// Huge answers 200 with a body of size bytes, sent as fast as the client reads.
+func Huge(size int64) Fault { return Fault{Stream: size} }
+
+// Request is what the fake saw of one request to the token path, and how its
+// answer went.
+type Request struct {
+	Method      string
+	Query       string // the raw query string; a client of Mirakl sends none
+	ContentType string
+	Accept      string
+	UserAgent   string
+	Form        url.Values // the parsed body, secret included
+	// Violations are the ways the request departs from what Mirakl expects
+	// of a client; such a request was answered 400 invalid_request (405 for
+	// a wrong method) and counted as refused.
+	Violations []string
+	// Done: the handler has returned; the fields below are final.
+	Done bool
+	// ClientGone: the client went away (its request was cancelled) while
+	// the fake was still holding or writing the answer.
+	ClientGone bool
+	// BytesWritten is how much of the body the fake managed to write.
+	BytesWritten int64
+	// WriteFailed: a write of the answer failed (the client had stopped reading).
+	WriteFailed bool
+}
+
 // Stats is what the fake has seen.
 type Stats struct {
 	Requests int `json:"requests"` // every request to the token path
@@ -109,6 +157,8 @@ type Server struct {
 	issuedAt     map[string]time.Time
 	arrivals     []time.Time
 	openConns    int
+	seen         []*Request
+	violations   []string // taken by TakeViolations
 
 	httpServer *httptest.Server
 }
@@ -223,6 +273,39 @@ func (s *Server) OpenConnections() int {
 	return s.openConns
 }
 
+// Seen returns a copy of what the fake saw of each request to the token
+// path, in order of arrival.
+func (s *Server) Seen() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Request, len(s.seen))
+	for i, r := range s.seen {
+		out[i] = *r
+		out[i].Form = cloneValues(r.Form)
+		out[i].Violations = slices.Clone(r.Violations)
+	}
+	return out
+}
+
+// Violations lists the protocol violations seen so far and not yet taken,
+// each prefixed with the number of its request ("request 3: ...").
+func (s *Server) Violations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.violations)
+}
+
+// TakeViolations returns the violations seen so far and forgets them: a test
+// that sends a bad request on purpose takes what it expected, so that the
+// helpers' end-of-test check finds only the unexpected ones.
+func (s *Server) TakeViolations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.violations
+	s.violations = nil
+	return v
+}
+
 func (s *Server) trackConnection(_ net.Conn, state http.ConnState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -255,11 +338,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) nextFault() (Fault, bool) {
+// arrive records a request and returns its record.
+func (s *Server) arrive(r *Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.Requests++
 	s.arrivals = append(s.arrivals, time.Now())
+	s.seen = append(s.seen, r)
+	for _, v := range r.Violations {
+		s.violations = append(s.violations, fmt.Sprintf("request %d: %s", len(s.seen), v))
+	}
+}
+
+func (s *Server) nextFault() (Fault, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if len(s.queued) > 0 {
 		f := s.queued[0]
 		s.queued = s.queued[1:]
@@ -273,12 +366,119 @@ func (s *Server) nextFault() (Fault, bool) {
 	return Fault{}, false
 }
 
+// update changes a request's record under the lock.
+func (s *Server) update(r *Request, f func(*Request)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(r)
+}
+
+// checkRequest lists how a token request departs from what Mirakl expects:
+// the client-credentials grant as RFC 6749 section 4.4 with the credentials
+// in the body (section 2.3.1), and a JSON answer asked for.
+func checkRequest(r *http.Request, raw []byte) (form url.Values, violations []string) {
+	if r.Method != http.MethodPost {
+		violations = append(violations, fmt.Sprintf("method %s, want POST", r.Method))
+	}
+	if r.URL.RawQuery != "" {
+		violations = append(violations, "a query string (nothing goes in the URL, least of all credentials)")
+	}
+	if r.Header.Get("Authorization") != "" {
+		violations = append(violations, "an Authorization header (Mirakl takes the credentials in the form body)")
+	}
+	if media, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || media != "application/x-www-form-urlencoded" {
+		violations = append(violations, fmt.Sprintf("Content-Type %q, want application/x-www-form-urlencoded", r.Header.Get("Content-Type")))
+	}
+	if !acceptsJSON(r.Header.Values("Accept")) {
+		violations = append(violations, fmt.Sprintf("Accept %q, want application/json", strings.Join(r.Header.Values("Accept"), ", ")))
+	}
+	form, err := url.ParseQuery(string(raw))
+	if err != nil {
+		return form, append(violations, "a body that is not a form")
+	}
+	want := map[string]bool{"grant_type": true, "client_id": true, "client_secret": true}
+	for name, values := range form {
+		switch {
+		case !want[name]:
+			violations = append(violations, fmt.Sprintf("unexpected form field %q", name))
+		case len(values) != 1:
+			violations = append(violations, fmt.Sprintf("form field %q %d times", name, len(values)))
+		}
+	}
+	for _, name := range []string{"grant_type", "client_id", "client_secret"} {
+		if form.Get(name) == "" {
+			violations = append(violations, fmt.Sprintf("form field %q missing or empty", name))
+		}
+	}
+	if g := form.Get("grant_type"); g != "" && g != "client_credentials" {
+		violations = append(violations, fmt.Sprintf("grant_type %q, want client_credentials", g))
+	}
+	slices.Sort(violations) // the form's map order must not change the report
+	return form, violations
+}
+
+// acceptsJSON: an Accept header names application/json (any parameters).
+func acceptsJSON(values []string) bool {
+	for _, value := range values {
+		for part := range strings.SplitSeq(value, ",") {
+			if media, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && media == "application/json" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	// Read the body first: only then does net/http notice a client that goes
 	// away, and cancel the wait of a slow answer.
 	raw, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	r.Body = io.NopCloser(bytes.NewReader(raw))
+	form, violations := checkRequest(r, raw)
+	seen := &Request{
+		Method: r.Method, Query: r.URL.RawQuery,
+		ContentType: r.Header.Get("Content-Type"), Accept: strings.Join(r.Header.Values("Accept"), ", "),
+		UserAgent: r.Header.Get("User-Agent"), Form: form, Violations: violations,
+	}
+	s.arrive(seen)
+	counter := &countingWriter{ResponseWriter: w}
+	defer func() {
+		s.update(seen, func(seen *Request) {
+			seen.Done = true
+			seen.BytesWritten, seen.WriteFailed = counter.written, counter.failed
+			if r.Context().Err() != nil {
+				seen.ClientGone = true
+			}
+		})
+	}()
+	w = counter
+
+	// What the real endpoint refuses, before any fault: a request Mirakl
+	// would not take must not pass for one it did.
+	if len(violations) > 0 {
+		if r.Method != http.MethodPost {
+			s.mu.Lock()
+			s.stats.Refused++
+			s.mu.Unlock()
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		code := "invalid_request"
+		if g := form.Get("grant_type"); g != "" && g != "client_credentials" && len(violations) == 1 {
+			code = "unsupported_grant_type"
+		}
+		s.refuse(w, http.StatusBadRequest, code, strings.Join(violations, "; "))
+		return
+	}
+
 	fault, faulty := s.nextFault()
+	if fault.Hold != nil {
+		select {
+		case <-fault.Hold:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if fault.Delay > 0 {
 		select {
 		case <-time.After(fault.Delay):
@@ -290,35 +490,15 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		resetConnection(w)
 		return
 	}
+	if fault.Stream > 0 {
+		stream(w, fault.Stream)
+		return
+	}
 	if faulty && fault.Status != 0 {
 		if fault.Echo != nil {
 			fault.Body = fault.Echo(string(raw))
 		}
 		writeFault(w, fault)
-		return
-	}
-
-	// What the real endpoint checks, in the order an OAuth server would.
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
-		s.refuse(w, http.StatusBadRequest, "invalid_request", "content type must be application/x-www-form-urlencoded")
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		s.refuse(w, http.StatusBadRequest, "invalid_request", "malformed form body")
-		return
-	}
-	form := r.PostForm
-	if form.Get("grant_type") == "" || form.Get("client_id") == "" || form.Get("client_secret") == "" {
-		s.refuse(w, http.StatusBadRequest, "invalid_request", "grant_type, client_id and client_secret are mandatory")
-		return
-	}
-	if form.Get("grant_type") != "client_credentials" {
-		s.refuse(w, http.StatusBadRequest, "unsupported_grant_type", "only client_credentials is supported")
 		return
 	}
 
@@ -350,6 +530,68 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(payload)
+}
+
+// stream writes a 200 JSON-looking body of size bytes, flushing each chunk,
+// until it is all written or a write fails.
+func stream(w http.ResponseWriter, size int64) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", fmt.Sprint(size))
+	w.WriteHeader(http.StatusOK)
+	flusher := http.NewResponseController(w)
+	chunk := bytes.Repeat([]byte("x"), 32<<10)
+	next := append([]byte(`{"padding":"`), chunk[12:]...) // the opening only once
+	for left := size; left > 0; {
+		n := min(left, int64(len(next)))
+		if _, err := w.Write(next[:n]); err != nil {
+			return
+		}
+		if flusher.Flush() != nil {
+			return
+		}
+		left -= n
+		next = chunk
+	}
+}
+
+// countingWriter counts the body bytes written and notes a failed write.
+type countingWriter struct {
+	http.ResponseWriter
+	written int64
+	failed  bool
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.written += int64(n)
+	if err != nil {
+		c.failed = true
+	}
+	return n, err
+}
+
+// FlushError passes a flush on (http.ResponseController calls it); one the
+// client does not take shows as a failed write.
+func (c *countingWriter) FlushError() error {
+	err := http.NewResponseController(c.ResponseWriter).Flush()
+	if err != nil {
+		c.failed = true
+	}
+	return err
+}
+
+// Unwrap lets http.ResponseController (and Hijack) reach the real writer.
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+func cloneValues(v url.Values) url.Values {
+	if v == nil {
+		return nil
+	}
+	out := make(url.Values, len(v))
+	for k, vs := range v {
+		out[k] = slices.Clone(vs)
+	}
+	return out
 }
 
 func (s *Server) issue() string {
@@ -387,11 +629,10 @@ func writeFault(w http.ResponseWriter, f Fault) {
 
 // resetConnection drops the TCP connection with an RST, like a crashing proxy.
 func resetConnection(w http.ResponseWriter) {
-	hijacker, ok := w.(http.Hijacker)
-	if !ok {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if errors.Is(err, http.ErrNotSupported) {
 		panic(http.ErrAbortHandler)
 	}
-	conn, _, err := hijacker.Hijack()
 	if err != nil {
 		return
 	}

@@ -65,10 +65,14 @@ func (c *CLI) Run(t testing.TB, args ...string) *Result {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Stdin = strings.NewReader(c.stdin)
+	// Should anything the CLI started keep its output open, Run still returns.
+	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
 	r := &Result{Args: args, Stdout: stdout.String(), Stderr: stderr.String()}
 	var exit *exec.ExitError
 	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("vaulttest: vault %s did not finish within %s; output so far:\n%s%s", strings.Join(args, " "), cliTimeout, r.Stdout, r.Stderr)
 	case errors.As(err, &exit):
 		r.ExitCode = exit.ExitCode()
 	case err != nil:
