@@ -1,10 +1,12 @@
 package mirakl
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -41,7 +43,9 @@ const propsChecks = "60"
 //     cached one has run through half its life;
 //  4. a read that finds a cached token good enough for it gets that token;
 //  5. a write that fails changes nothing stored;
-//  6. when a history ends, its goroutines are gone.
+//  6. when a history ends, its goroutines are gone;
+//  7. a restart (a new backend on the same storage) serves the token the old
+//     process had, if still good enough, without asking Mirakl.
 //
 // The operations go through the framework as Vault calls it: HandleRequest
 // for paths and leases (with the lease's secret type as Vault stored it),
@@ -93,10 +97,11 @@ type history struct {
 	mu       sync.Mutex
 	arrivals []arrival
 
-	healthy bool          // the fake answers with tokens (when the secret matches)
-	stored  *miraklConfig // what the history wrote last, successfully; nil if none
-	secrets []string      // every secret the history used
-	leases  []*logical.Secret
+	healthy  bool          // the fake answers with tokens (when the secret matches)
+	accepted string        // the secret Mirakl accepts
+	stored   *miraklConfig // what the history wrote last, successfully; nil if none
+	secrets  []string      // every secret the history used
+	leases   []*logical.Secret
 }
 
 const propsClientID = "props-client"
@@ -105,6 +110,7 @@ func newHistory(rt *rapid.T) *history {
 	h := &history{t: rt, ctx: context.Background(), healthy: true,
 		clock: &testClock{now: time.Date(2026, 11, 28, 11, 0, 0, 0, time.UTC)}, storage: &logical.InmemStorage{}, logs: &syncBuffer{}}
 	first := h.newSecret()
+	h.accepted = first
 	h.fake = fakemirakl.NewHandler(propsClientID, first, fakemirakl.WithTokenPrefix(testTokenPrefix), fakemirakl.WithExpiresIn(600))
 	h.other = fakemirakl.NewHandler(propsClientID, first, fakemirakl.WithTokenPrefix(testTokenPrefix+"other-"), fakemirakl.WithExpiresIn(600))
 	h.fakeURL = h.serve(h.fake)
@@ -117,9 +123,11 @@ func newHistory(rt *rapid.T) *history {
 // request, then lets the fake answer.
 func (h *history) serve(fake *fakemirakl.Server) string {
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		form, _ := url.ParseQuery(string(body))
 		h.mu.Lock()
-		h.arrivals = append(h.arrivals, arrival{secret: r.PostForm.Get("client_secret")})
+		h.arrivals = append(h.arrivals, arrival{secret: form.Get("client_secret")})
 		h.mu.Unlock()
 		fake.ServeHTTP(w, r)
 	}))
@@ -144,6 +152,12 @@ func (h *history) close() {
 	h.backend.Cleanup(h.ctx)
 	for _, s := range h.servers {
 		s.Close()
+	}
+	// The engine's requests are what Mirakl expects, whatever the history.
+	for _, fake := range []*fakemirakl.Server{h.fake, h.other} {
+		if v := fake.Violations(); len(v) > 0 {
+			h.t.Fatalf("the fake saw requests Mirakl would refuse: %v", v)
+		}
 	}
 }
 
@@ -217,6 +231,7 @@ func (h *history) actions() map[string]func(*rapid.T) {
 		"advance clock":    h.advanceClock,
 		"change Mirakl":    h.changeMirakl,
 		"rotate at Mirakl": h.rotateAtMirakl,
+		"restart":          h.restart,
 		"":                 h.checkLogs,
 	}
 }
@@ -230,27 +245,31 @@ func (h *history) writeConfig(t *rapid.T) {
 		data["client_id"] = propsClientID
 		data["token_url"] = h.fakeURL
 	}
-	switch rapid.IntRange(0, 4).Draw(t, "secret") {
-	case 0: // none
-	case 1, 2:
+	// Mostly what an admin writes, now and then what an attacker or a typo does.
+	switch rapid.IntRange(0, 9).Draw(t, "secret") {
+	case 0, 1: // none
+	case 2, 3, 4, 5:
+		data["client_secret"] = h.accepted
+		secretGiven = true
+	case 6, 7:
 		data["client_secret"] = h.secrets[rapid.IntRange(0, len(h.secrets)-1).Draw(t, "which secret")]
 		secretGiven = true
-	case 3:
+	case 8:
 		data["client_secret"] = h.newSecret()
 		secretGiven = true
-	case 4:
+	case 9:
 		data["client_secret"] = strings.Repeat("<", rapid.SampledFrom([]int{1025, 1 << 20}).Draw(t, "huge secret"))
 	}
-	if rapid.Bool().Draw(t, "endpoint") {
-		data["token_url"] = rapid.SampledFrom([]string{h.fakeURL, h.otherURL, "ftp://example.com/", "https://auth.mirakl.net/ o"}).Draw(t, "token_url")
+	if rapid.IntRange(0, 3).Draw(t, "endpoint") == 0 {
+		data["token_url"] = rapid.SampledFrom([]string{h.fakeURL, h.fakeURL, h.otherURL, "ftp://example.com/", "https://auth.mirakl.net/ o"}).Draw(t, "token_url")
 	}
 	if rapid.Bool().Draw(t, "min_ttl") {
-		data["min_ttl"] = rapid.SampledFrom([]string{"0s", "1m", "4m", "9m", "25h"}).Draw(t, "min_ttl value")
+		data["min_ttl"] = rapid.SampledFrom([]string{"0s", "1m", "4m", "4m", "9m", "25h"}).Draw(t, "min_ttl value")
 	}
-	if rapid.Bool().Draw(t, "timeout") {
-		data["request_timeout"] = rapid.SampledFrom([]string{"1s", "5s", "6m"}).Draw(t, "request_timeout value")
+	if rapid.IntRange(0, 3).Draw(t, "timeout") == 0 {
+		data["request_timeout"] = rapid.SampledFrom([]string{"1s", "5s", "5s", "6m"}).Draw(t, "request_timeout value")
 	}
-	if rapid.IntRange(0, 9).Draw(t, "ca_cert") == 0 {
+	if rapid.IntRange(0, 19).Draw(t, "ca_cert") == 0 {
 		data["ca_cert"] = "not a certificate"
 	}
 	verify := rapid.Bool().Draw(t, "verify")
@@ -302,6 +321,9 @@ func sameConfig(a, b *miraklConfig) bool {
 }
 
 func (h *history) deleteConfig(t *rapid.T) {
+	if rapid.IntRange(0, 3).Draw(t, "delete now") != 0 {
+		t.Skip("deletes are rarer than writes")
+	}
 	arrivals := h.arrivalCount()
 	resp, err := h.request(&logical.Request{Operation: logical.DeleteOperation, Path: "config"})
 	h.checkClean("config delete", resp, err, false)
@@ -410,13 +432,39 @@ func (h *history) periodic(*rapid.T) {
 	}, held)
 }
 
-func (h *history) invalidate(*rapid.T) {
+func (h *history) invalidate(t *rapid.T) {
 	arrivals := h.arrivalCount()
-	h.backend.InvalidateKey(h.ctx, configStorageKey)
+	h.backend.InvalidateKey(h.ctx, rapid.SampledFrom([]string{"config", "token", "status"}).Draw(t, "key"))
 	h.settle()
 	if h.arrivalCount() != arrivals {
 		h.t.Fatal("an invalidation asked Mirakl")
 	}
+}
+
+// restart: the plugin process ends (Vault restarts, the process is killed
+// or reloaded) and a new one serves the mount from the same storage. Promise
+// 7: the token it had, if still good enough, is what the first read gets,
+// without a request to Mirakl, whatever Mirakl is doing.
+func (h *history) restart(*rapid.T) {
+	fingerprint, remaining, lifetime, cached := h.cached()
+	h.backend.Cleanup(h.ctx)
+	h.start()
+	if !cached || h.stored == nil || remaining < 2*time.Second || remaining < min(h.stored.MinTTL, lifetime/2) {
+		return
+	}
+	arrivals := h.arrivalCount()
+	resp, err := h.request(&logical.Request{Operation: logical.ReadOperation, Path: "token"})
+	h.checkClean("token read", resp, err, false)
+	if err != nil || resp == nil || resp.IsError() {
+		h.t.Fatalf("the first read after a restart failed: %v / %v", err, resp)
+	}
+	if tok, _ := resp.Data["access_token"].(string); tokenFingerprint(tok) != fingerprint {
+		h.t.Fatal("the first read after a restart got another token than the one stored")
+	}
+	if h.arrivalCount() != arrivals {
+		h.t.Fatal("the first read after a restart asked Mirakl")
+	}
+	h.leases = append(h.leases, resp.Secret)
 }
 
 func (h *history) advanceClock(t *rapid.T) {
@@ -459,7 +507,11 @@ func (h *history) changeMirakl(t *rapid.T) {
 // rotateAtMirakl: Mirakl now accepts another secret of the history's (the
 // stored one is refused until the admin writes the new one).
 func (h *history) rotateAtMirakl(t *rapid.T) {
+	if rapid.Bool().Draw(t, "rotate now") {
+		t.Skip("rotations are rarer than the rest")
+	}
 	secret := h.secrets[rapid.IntRange(0, len(h.secrets)-1).Draw(t, "accepted secret")]
+	h.accepted = secret
 	h.fake.SetCredentials(propsClientID, secret)
 	h.other.SetCredentials(propsClientID, secret)
 }
