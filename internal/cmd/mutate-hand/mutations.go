@@ -75,6 +75,18 @@ var mutations = []mutation{
 		"left := max(tok.remaining(b.now()).Truncate(time.Second), time.Second)", "left := max(tok.remaining(b.now()).Round(time.Second), time.Second)", "a lease outliving its token"},
 	{"token: a healthy reader below min_ttl does not wait", "path_token.go",
 		"	if failure == nil {\n		tok, err := b.fetch(ctx, mount, cached, forReader)", "	if false {\n		tok, err := b.fetch(ctx, mount, cached, forReader)", "min_ttl not meaning what it says"},
+	// The stored token.
+	{"store: a token of another config is served", "token_store.go",
+		"	if !hmac.Equal(entry.ConfigBinding, configBinding(mount.config, entry.ConfigSalt)) {", "	if false && !hmac.Equal(entry.ConfigBinding, configBinding(mount.config, entry.ConfigSalt)) {", "a check left out"},
+	{"store: an expired stored token is served", "token_store.go",
+		"if now := b.now(); !tok.servable(now) {", "if now := b.now(); false && !tok.servable(now) {", "a check left out"},
+	{"store: a replaced state's token is kept", "token_store.go",
+		"	if b.mount.Load() != mount {\n		return // a config change", "	if false {\n		return // a config change", "a request that a config change overtook"},
+	{"store: a delete keeps the stored token", "path_config.go",
+		"	b.setMount(nil)\n	b.storeConfigToken(ctx, req.Storage, nil) // token_store.go\n", "	b.setMount(nil)\n", "a dropped statement on one path"},
+	{"store: the binding leaves out token_url", "token_store.go",
+		"cfg.ClientID, cfg.TokenURL, cfg.CACert}", "cfg.ClientID, cfg.CACert}", "a field left out"},
+
 	{"status: a refusal shown as unavailable", "path_status.go",
 		`			return "refused", upstream.Status`, `			return "unavailable", upstream.Status`, "a class mislabelled"},
 }
