@@ -384,7 +384,8 @@ func TestConfigChangeStopsRequestsInFlight(t *testing.T) {
 			requireOK(t, resp, err)
 			atChange := env.fake.Requests()
 			select {
-			case <-read:
+			case err := <-read:
+				t.Logf("the read across the %s ended with: %v", name, err)
 			case <-time.After(10 * time.Second):
 				t.Fatal("the read did not return after its config changed")
 			}

@@ -312,7 +312,7 @@ func (c *miraklConfig) update(d *framework.FieldData) error {
 		*dst = value
 		return nil
 	}
-	const credentialChars = "printable ASCII characters (RFC 6749, appendix A)"
+	const credentialChars = "printable ASCII characters (RFC 6749, appendix A)" //nolint:gosec // G101: a description, not a credential
 	for _, err := range []error{
 		text(fieldClientID, maxClientIDBytes, isVSChar, credentialChars, &c.ClientID),
 		text(fieldClientSecret, maxClientSecretBytes, isVSChar, credentialChars, &c.ClientSecret),

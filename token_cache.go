@@ -141,13 +141,6 @@ func (c *tokenCache) request(now time.Time, purpose requestPurpose, send func(co
 	return f, nil
 }
 
-// inFlight reports whether a request is on its way.
-func (c *tokenCache) inFlight() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.flight != nil
-}
-
 // close cancels the requests this cache started and waits until they ended,
 // so that none goes on with a secret that was replaced or deleted.
 func (c *tokenCache) close() {
