@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
 // The Terraform provider comes from a filesystem mirror when there is one
@@ -28,6 +29,9 @@ const (
 	// terraformProvider is the provider the example requires, as a mirror holds it.
 	terraformProvider = "registry.terraform.io/hashicorp/vault"
 )
+
+// defaultPluginCommand is the default of the example's plugin_command.
+const defaultPluginCommand = "vault-plugin-mirakl"
 
 // terraformTimeout bounds one terraform command (init may download the provider).
 const terraformTimeout = 5 * time.Minute
@@ -48,12 +52,20 @@ func TestTerraform(t *testing.T) {
 	root.MustRun(t, "policy", "write", "mirakl-terraform", filepath.Join(repoRoot, "examples/terraform/terraform-policy.hcl"))
 	token := strings.TrimSpace(root.MustRun(t, "token", "create", "-policy=mirakl-terraform", "-field=token"))
 	tf.env = append(tf.env, "VAULT_ADDR="+e.vault.Addr, "VAULT_TOKEN="+token)
-	tf.vars = []string{
-		"-var", "plugin_version=" + p.Version,
-		"-var", "plugin_sha256=" + p.SHA256,
-		"-var", "client_id=" + acme.clientID,
-		"-var", "token_url=" + acme.fake.TokenURL(),
+	// The README's -var flags, for the release p, and the fake's token_url.
+	varsFor := func(p vaulttest.Plugin) []string {
+		vars := []string{
+			"-var", "plugin_version=" + p.Version,
+			"-var", "plugin_sha256=" + p.SHA256,
+			"-var", "client_id=" + acme.clientID,
+			"-var", "token_url=" + acme.fake.TokenURL(),
+		}
+		if p.Command != defaultPluginCommand { // the upgrade's second binary, or a .exe
+			vars = append(vars, "-var", "plugin_command="+p.Command)
+		}
+		return vars
 	}
+	tf.vars = varsFor(p)
 	tf.secret = acme.clientSecret
 	t.Cleanup(func() { tf.checkNoLeak(t, e) })
 
@@ -174,6 +186,7 @@ func TestTerraform(t *testing.T) {
 		return
 	}
 
+	again := e.newSecret("again")
 	// What the README says of a configuration without the example's
 	// replace_triggered_by: the trap, and the way out of it.
 	if !t.Run("without the trigger: terraform state rm, then apply", func(t *testing.T) {
@@ -185,7 +198,6 @@ func TestTerraform(t *testing.T) {
 		tf.apply(t) // disable_delete back to false
 		tf.plan(t, 0, "without the trigger", "No changes.")
 
-		again := e.newSecret("again")
 		tf.secret = again
 		tf.plan(t, 2, "with a new secret, without the trigger", "vault_generic_endpoint.mirakl_config will be updated in-place")
 		miraklDown(true)
@@ -210,14 +222,34 @@ func TestTerraform(t *testing.T) {
 		return
 	}
 
+	// The README's "Upgrading the plugin": a second binary beside the first,
+	// the new version and sha256, then vault plugin reload.
+	if !t.Run("upgrade", func(t *testing.T) {
+		lease := readToken(t, root, "mirakl")
+		next := e.vault.BuildPlugin(t, "v9.9.9-terraform")
+		tf.vars = varsFor(next)
+		tf.plan(t, 2, "with the new release", "vault_plugin.mirakl must be replaced", "vault_mount.mirakl will be updated in-place")
+		tf.apply(t)
+		root.MustRun(t, "plugin", "reload", "-plugin=mirakl")
+		requireRunning(t, e.vault, "mirakl", next, p, "after terraform apply and vault plugin reload")
+		root.MustFail(t, "plugin", "info", "-version="+p.Version, "secret", "mirakl")
+		checkConfig(t, root, "mirakl", acme, "after the upgrade")
+		root.MustRun(t, "lease", "lookup", lease.LeaseID)
+		vaultHolds(t, again, "after the upgrade")
+		tf.plan(t, 0, "after the upgrade", "No changes.")
+	}) {
+		return
+	}
+
 	t.Run("destroy leaves nothing behind", func(t *testing.T) {
+		lease := readToken(t, root, "mirakl")
 		tf.mustRun(t, append([]string{"destroy", "-auto-approve", "-input=false", "-no-color"}, tf.vars...)...)
 		if out := root.MustRun(t, "secrets", "list"); strings.Contains(out, "mirakl/") {
 			t.Errorf("vault secrets list after terraform destroy still shows mirakl/:\n%s", out)
 		}
 		root.MustFail(t, "read", "mirakl/config")
+		root.MustFail(t, "lease", "lookup", lease.LeaseID)
 		root.MustFail(t, "policy", "read", "mirakl-reader")
-		root.MustFail(t, "plugin", "info", "-version="+p.Version, "secret", "mirakl")
 		if out := root.MustRun(t, "plugin", "list", "secret"); strings.Contains(out, "mirakl") {
 			t.Errorf("vault plugin list secret after terraform destroy still shows mirakl:\n%s", out)
 		}
@@ -402,13 +434,18 @@ func (w *terraformWorkspace) apply(t *testing.T, extra ...string) {
 }
 
 // plan runs plan -detailed-exitcode and fails the test unless it exits
-// with want (0: no changes, 2: changes) and says says.
-func (w *terraformWorkspace) plan(t *testing.T, want int, when, says string) {
+// with want (0: no changes, 2: changes) and says each of says.
+func (w *terraformWorkspace) plan(t *testing.T, want int, when string, says ...string) {
 	t.Helper()
 	args := append([]string{"plan", "-detailed-exitcode", "-input=false", "-no-color"}, w.vars...)
 	r := w.run(t, args...)
-	if r.exitCode != want || !strings.Contains(r.output, says) {
-		t.Fatalf("terraform plan %s: exit %d, want %d and %q:\n%s", when, r.exitCode, want, says, r.output)
+	if r.exitCode != want {
+		t.Fatalf("terraform plan %s: exit %d, want %d:\n%s", when, r.exitCode, want, r.output)
+	}
+	for _, say := range says {
+		if !strings.Contains(r.output, say) {
+			t.Fatalf("terraform plan %s: no %q in:\n%s", when, say, r.output)
+		}
 	}
 }
 
