@@ -143,7 +143,7 @@ func TestTerraform(t *testing.T) {
 	rotated := e.newSecret("rotated")
 	if !t.Run("a rotation while Mirakl is down is not lost", func(t *testing.T) {
 		tf.secret = rotated
-		tf.plan(t, 2, "with a new secret", "vault_generic_endpoint.mirakl_config must be replaced")
+		tf.plan(t, 2, "with a new secret", "vault_generic_endpoint.mirakl_config will be replaced due to changes in replace_triggered_by")
 		miraklDown(true)
 		tf.applyFails(t, "while Mirakl is down", "Code: 502", "nothing was stored")
 		miraklDown(false)
