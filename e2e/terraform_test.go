@@ -125,7 +125,7 @@ func TestTerraform(t *testing.T) {
 		tf.plan(t, 2, "after min_ttl changed outside Terraform", "vault_generic_endpoint.mirakl_config will be updated in-place")
 
 		miraklDown(true)
-		tf.applyFails(t, "while Mirakl is down", "Code: 502", "nothing was stored")
+		tf.applyFails(t, "while Mirakl is down", nil, "Code: 502", "nothing was stored")
 		miraklDown(false)
 		// The failed update left the planned data_json in the state, but
 		// the refresh reads min_ttl as Vault has it.
@@ -145,7 +145,7 @@ func TestTerraform(t *testing.T) {
 		tf.secret = rotated
 		tf.plan(t, 2, "with a new secret", "vault_generic_endpoint.mirakl_config will be replaced due to changes in replace_triggered_by")
 		miraklDown(true)
-		tf.applyFails(t, "while Mirakl is down", "Code: 502", "nothing was stored")
+		tf.applyFails(t, "while Mirakl is down", nil, "Code: 502", "nothing was stored")
 		miraklDown(false)
 		// Vault kept the config it had (the replacement's delete did nothing)...
 		checkConfig(t, root, "mirakl", acme, "after the failed rotation")
@@ -163,7 +163,7 @@ func TestTerraform(t *testing.T) {
 
 	if !t.Run("a refused secret is not taken for written", func(t *testing.T) {
 		tf.secret = e.newSecret("wrong")
-		tf.applyFails(t, "with a secret Mirakl refuses", "Code: 400", "nothing was stored: Mirakl refused the credentials")
+		tf.applyFails(t, "with a secret Mirakl refuses", nil, "Code: 400", "nothing was stored: Mirakl refused the credentials")
 		vaultHolds(t, rotated, "after the refused secret")
 		tf.secret = rotated
 		tf.plan(t, 2, "with the right secret again", "vault_generic_endpoint.mirakl_config will be created")
@@ -178,8 +178,15 @@ func TestTerraform(t *testing.T) {
 		miraklAccepts(outside)
 		root.WithStdin(outside+"\n").MustRun(t, "write", "mirakl/config", "client_secret=-")
 		tf.plan(t, 0, "after the secret changed outside Terraform (not drift, as the README says)", "No changes.")
+
+		// -replace is safe here: a failed write leaves Vault's config as it was.
+		replace := "-replace=vault_generic_endpoint.mirakl_config"
+		tf.applyFails(t, "while Mirakl accepts only the secret written outside", []string{replace}, "Code: 400")
+		vaultHolds(t, outside, "after a failed terraform apply -replace")
+		tf.plan(t, 2, "after a failed terraform apply -replace", "vault_generic_endpoint.mirakl_config will be created")
+
 		miraklAccepts(rotated)
-		tf.apply(t, "-replace=vault_generic_endpoint.mirakl_config")
+		tf.apply(t, replace)
 		vaultHolds(t, rotated, "after terraform apply -replace")
 		tf.plan(t, 0, "after terraform apply -replace", "No changes.")
 	}) {
@@ -201,7 +208,7 @@ func TestTerraform(t *testing.T) {
 		tf.secret = again
 		tf.plan(t, 2, "with a new secret, without the trigger", "vault_generic_endpoint.mirakl_config will be updated in-place")
 		miraklDown(true)
-		tf.applyFails(t, "while Mirakl is down", "Code: 502", "nothing was stored")
+		tf.applyFails(t, "while Mirakl is down", nil, "Code: 502", "nothing was stored")
 		miraklDown(false)
 		// Should this fail, the provider no longer keeps a failed write's
 		// data_json in the state: the README's note can say so.
@@ -224,12 +231,14 @@ func TestTerraform(t *testing.T) {
 
 	// The README's "Upgrading the plugin": a second binary beside the first,
 	// the new version and sha256, then vault plugin reload.
+	installed := p // the release Terraform registered last
 	if !t.Run("upgrade", func(t *testing.T) {
 		lease := readToken(t, root, "mirakl")
 		next := e.vault.BuildPlugin(t, "v9.9.9-terraform")
 		tf.vars = varsFor(next)
 		tf.plan(t, 2, "with the new release", "vault_plugin.mirakl must be replaced", "vault_mount.mirakl will be updated in-place")
 		tf.apply(t)
+		installed = next
 		root.MustRun(t, "plugin", "reload", "-plugin=mirakl")
 		requireRunning(t, e.vault, "mirakl", next, p, "after terraform apply and vault plugin reload")
 		root.MustFail(t, "plugin", "info", "-version="+p.Version, "secret", "mirakl")
@@ -250,9 +259,15 @@ func TestTerraform(t *testing.T) {
 		root.MustFail(t, "read", "mirakl/config")
 		root.MustFail(t, "lease", "lookup", lease.LeaseID)
 		root.MustFail(t, "policy", "read", "mirakl-reader")
-		if out := root.MustRun(t, "plugin", "list", "secret"); strings.Contains(out, "mirakl") {
-			t.Errorf("vault plugin list secret after terraform destroy still shows mirakl:\n%s", out)
+		// (The dev server registered vault-plugin-mirakl itself, from its
+		// plugin directory, when it started.)
+		out := root.MustRun(t, "plugin", "list", "secret")
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == "mirakl" {
+				t.Errorf("vault plugin list secret after terraform destroy still shows mirakl:\n%s", out)
+			}
 		}
+		root.MustFail(t, "plugin", "info", "-version="+installed.Version, "secret", "mirakl")
 		if out := tf.mustRun(t, "state", "list"); strings.TrimSpace(out) != "" {
 			t.Errorf("terraform state list after destroy:\n%s", out)
 		}
@@ -385,8 +400,13 @@ func (w *terraformWorkspace) run(t *testing.T, args ...string) *terraformRun {
 	cmd.Env = append(append([]string(nil), w.env...), "TF_VAR_client_secret="+w.secret)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
 	err := cmd.Run()
 	r := &terraformRun{args: args, output: out.String()}
+	defer func() {
+		t.Helper()
+		t.Logf("%s %s: exit %d in %s", filepath.Base(w.bin), args[0], r.exitCode, time.Since(start).Round(100*time.Millisecond))
+	}()
 	var exit *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
@@ -410,11 +430,11 @@ func (w *terraformWorkspace) mustRun(t *testing.T, args ...string) string {
 	return r.output
 }
 
-// applyFails runs the README's apply and fails the test unless it fails,
-// saying each of wants.
-func (w *terraformWorkspace) applyFails(t *testing.T, when string, wants ...string) {
+// applyFails runs the README's apply, with extra flags, and fails the test
+// unless it fails, saying each of wants.
+func (w *terraformWorkspace) applyFails(t *testing.T, when string, extra []string, wants ...string) {
 	t.Helper()
-	args := append([]string{"apply", "-auto-approve", "-input=false", "-no-color"}, w.vars...)
+	args := append(append([]string{"apply", "-auto-approve", "-input=false", "-no-color"}, extra...), w.vars...)
 	r := w.run(t, args...)
 	if r.exitCode == 0 {
 		t.Fatalf("%s %s %s succeeded, want a failure:\n%s", filepath.Base(w.bin), strings.Join(args, " "), when, r.output)
