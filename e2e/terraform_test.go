@@ -5,6 +5,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -484,12 +486,18 @@ func (w *terraformWorkspace) writeFile(t *testing.T, name, content string) {
 }
 
 // checkNoLeak fails the test if the output of a terraform command shows a
-// client secret or an access token: the README says that marking the
-// variable sensitive keeps it out of plans and logs.
+// client secret, its sha256 or an access token: the README says that marking
+// the variable sensitive keeps it out of plans and logs.
 func (w *terraformWorkspace) checkNoLeak(t *testing.T, e *testEnv) {
-	needles := append([]string{secretMarker, tokenMarker}, e.secrets...)
+	secrets := append([]string(nil), e.secrets...)
 	for _, a := range e.accounts {
-		needles = append(needles, a.clientSecret)
+		secrets = append(secrets, a.clientSecret)
+	}
+	needles := []string{secretMarker, tokenMarker}
+	for _, s := range secrets {
+		// The example keeps a sha256 of the secret: no plan may show it either.
+		sum := sha256.Sum256([]byte(s))
+		needles = append(needles, s, hex.EncodeToString(sum[:]))
 	}
 	for _, r := range w.runs {
 		for _, n := range needles {

@@ -17,11 +17,12 @@ resource "vault_mount" "mirakl" {
   description    = "Mirakl Connect Bearer tokens"
 }
 
-# Changes with the client secret, and only with it (its state holds a sha256
-# of the secret, beside the secret itself in mirakl_config's): a new secret
-# replaces mirakl_config instead of updating it. See the lifecycle below.
+# Replaced when the client secret changes, and only then (its state holds a
+# sha256 of the secret, beside the secret itself in mirakl_config's): a new
+# secret replaces mirakl_config instead of updating it. See the lifecycle
+# below. Not input: terraform_data would copy it to output, which plans show.
 resource "terraform_data" "client_secret_version" {
-  input = sha256(var.client_secret)
+  triggers_replace = sha256(var.client_secret)
 }
 
 # Each write exchanges the credentials for a token and fails, storing nothing,
