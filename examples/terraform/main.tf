@@ -17,8 +17,16 @@ resource "vault_mount" "mirakl" {
   description    = "Mirakl Connect Bearer tokens"
 }
 
-# The first write exchanges the credentials for a token and fails, storing
-# nothing, if Mirakl refuses them.
+# Replaced when the client secret changes, and only then (its state holds a
+# sha256 of the secret, beside the secret itself in mirakl_config's): a new
+# secret replaces mirakl_config instead of updating it. See the lifecycle
+# below. Not input: terraform_data would copy it to output, which plans show.
+resource "terraform_data" "client_secret_version" {
+  triggers_replace = sha256(var.client_secret)
+}
+
+# Each write exchanges the credentials for a token and fails, storing nothing,
+# if Mirakl refuses them or cannot be reached.
 resource "vault_generic_endpoint" "mirakl_config" {
   path = "${vault_mount.mirakl.path}/config"
 
@@ -27,6 +35,19 @@ resource "vault_generic_endpoint" "mirakl_config" {
   # so it still notices drift in the others (hence durations in seconds, as
   # reads return them).
   ignore_absent_fields = true
+
+  # The provider keeps the planned data_json in the state even when the write
+  # fails, and no read shows client_secret: after a failed *update* that
+  # changed the secret, the next plan would see nothing to do while Vault
+  # still held the old secret. A failed *create* leaves the resource out of
+  # the state, so the next plan writes it again; hence a new secret replaces
+  # this resource. Replacing deletes first: disable_delete makes that delete
+  # a no-op, so that Vault keeps the config it has until it accepts the new
+  # one. (terraform destroy removes the config with the mount.)
+  disable_delete = true
+  lifecycle {
+    replace_triggered_by = [terraform_data.client_secret_version]
+  }
 
   data_json = jsonencode({
     client_id       = var.client_id
