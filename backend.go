@@ -55,13 +55,15 @@ type backend struct {
 	backgroundCtx  context.Context
 	stopBackground context.CancelFunc
 
-	stats upstreamStats
+	// metrics counts requests to Mirakl and reads, for status and metrics.
+	metrics *mountMetrics
 }
 
 // newBackend builds a mount's backend on the given clock.
 func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() time.Time) (*backend, error) {
 	b := &backend{now: now, retries: defaultRetryPolicy}
 	b.backgroundCtx, b.stopBackground = context.WithCancel(context.Background())
+	b.metrics = newMountMetrics(b)
 	b.Backend = &framework.Backend{
 		Help:        backendHelp,
 		BackendType: logical.TypeLogical,
@@ -72,6 +74,7 @@ func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() tim
 			pathConfig(b),
 			pathToken(b),
 			pathStatus(b),
+			pathMetrics(b),
 		},
 		Secrets: []*framework.Secret{
 			secretToken(b),
@@ -170,5 +173,6 @@ and exchanges them for short-lived Bearer tokens (OAuth 2.0 client-credentials
 grant). Applications read mirakl/token and never see the client secret.
 
 Configure it once with "mirakl/config"; then read "mirakl/token". Operators
-see the engine's dealings with Mirakl at "mirakl/status".
+see the engine's dealings with Mirakl at "mirakl/status"; Prometheus scrapes
+"mirakl/metrics".
 `

@@ -174,8 +174,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 	mount := newMountState(cfg, client)
 	if d.Get(fieldVerify).(bool) {
+		started := b.now()
 		fetched, err := client.fetch(ctx)
-		b.stats.record(b.now(), err)
+		b.metrics.requestDone(started, b.now(), err)
 		if err != nil {
 			client.close()
 			if errors.Is(err, ErrCredentialsRefused) {
