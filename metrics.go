@@ -58,10 +58,11 @@ var metricsFormat = expfmt.NewFormat(expfmt.TypeTextPlain)
 type mountMetrics struct {
 	registry *prometheus.Registry
 
-	requests   map[string]prometheus.Counter // by outcome, one for each of requestOutcomes
-	durations  prometheus.Histogram
-	readsBy    map[string]prometheus.Counter // by read result
-	readCached prometheus.Counter            // readsBy[readCached], kept at hand for the hot path
+	requests  map[string]prometheus.Counter // by outcome, one for each of requestOutcomes
+	durations prometheus.Histogram
+	// Reads by result, each bound to its label value once: counting a read
+	// is then one atomic increment.
+	readsCached, readsFetched, readsFailed prometheus.Counter
 
 	// mu keeps the counts and the last request in step for status; only
 	// requests to Mirakl take it, never a read.
@@ -77,7 +78,6 @@ func newMountMetrics(b *backend) *mountMetrics {
 	m := &mountMetrics{
 		registry: prometheus.NewRegistry(),
 		requests: map[string]prometheus.Counter{},
-		readsBy:  map[string]prometheus.Counter{},
 	}
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: metricTokenRequests,
@@ -95,10 +95,9 @@ func newMountMetrics(b *backend) *mountMetrics {
 		Name: metricTokenReads,
 		Help: "Reads of <mount>/token: served from the cache, fetched from Mirakl while the reader waited, or failed.",
 	}, []string{"result"})
-	for _, result := range []string{readCached, readFetched, readFailed} {
-		m.readsBy[result] = reads.WithLabelValues(result)
-	}
-	m.readCached = m.readsBy[readCached]
+	m.readsCached = reads.WithLabelValues(readCached)
+	m.readsFetched = reads.WithLabelValues(readFetched)
+	m.readsFailed = reads.WithLabelValues(readFailed)
 	m.registry.MustRegister(requests, m.durations, reads, &stateCollector{b: b, m: m})
 	return m
 }
@@ -107,9 +106,13 @@ func newMountMetrics(b *backend) *mountMetrics {
 // ended, and how it ended.
 func (m *mountMetrics) requestDone(started, ended time.Time, err error) {
 	outcome, _ := describeOutcome(err)
+	counter, known := m.requests[outcome]
+	if !known {
+		counter = m.requests["error"] // a class added to describeOutcome but not to requestOutcomes
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.requests[outcome].Inc()
+	counter.Inc()
 	m.durations.Observe(ended.Sub(started).Seconds())
 	m.lastAt, m.lastErr = ended, err
 	if err == nil {
@@ -122,11 +125,11 @@ func (m *mountMetrics) requestDone(started, ended time.Time, err error) {
 func (m *mountMetrics) tokenRead(fetched bool, err error) {
 	switch {
 	case err != nil:
-		m.readsBy[readFailed].Inc()
+		m.readsFailed.Inc()
 	case fetched:
-		m.readsBy[readFetched].Inc()
+		m.readsFetched.Inc()
 	default:
-		m.readCached.Inc()
+		m.readsCached.Inc()
 	}
 }
 
