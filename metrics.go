@@ -17,10 +17,10 @@ import (
 // (examples/prometheus) depend on these names and labels: renaming one
 // breaks them.
 const (
-	metricTokenRequests  = "mirakl_token_requests_total"
+	metricTokenRequests  = "mirakl_token_requests_total" //nolint:gosec // G101: a metric name, not a credential
 	metricRequestSeconds = "mirakl_token_request_duration_seconds"
-	metricTokenReads     = "mirakl_token_reads_total"
-	metricTokenExpiry    = "mirakl_token_expiry_timestamp_seconds"
+	metricTokenReads     = "mirakl_token_reads_total"              //nolint:gosec // G101: a metric name, not a credential
+	metricTokenExpiry    = "mirakl_token_expiry_timestamp_seconds" //nolint:gosec // G101: a metric name, not a credential
 	metricLastSuccess    = "mirakl_last_success_timestamp_seconds"
 	metricRefused        = "mirakl_credentials_refused"
 	metricBuildInfo      = "mirakl_build_info"
