@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 # proxy even where the installed Go defaults to GOTOOLCHAIN=local.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: all build test test-unit test-props test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck mutate mutate-hand
+.PHONY: all build test test-unit test-props test-rules test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck mutate mutate-hand
 
 all: build
 
@@ -19,8 +19,8 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/$(PLUGIN) ./cmd/$(PLUGIN)
 
-## test: the whole suite: unit tests, then end-to-end tests against a real Vault
-test: test-unit test-e2e
+## test: the whole suite: unit tests, the alert rules' tests, then end-to-end tests against a real Vault
+test: test-unit test-rules test-e2e
 
 ## test-unit: the engine in-process; needs no Vault
 test-unit:
@@ -30,6 +30,15 @@ test-unit:
 PROPS_CHECKS ?= 2000
 test-props:
 	$(GO) test -race -count=1 -run '^TestProperties$$' -rapid.checks=$(PROPS_CHECKS) -v .
+
+## test-rules: promtool checks the example alert rules and runs their tests (examples/prometheus);
+## promtool comes with Prometheus (Debian: apt-get install prometheus); without it this fails, never skips
+PROMTOOL ?= promtool
+test-rules:
+	@command -v $(PROMTOOL) >/dev/null || { echo "test-rules: $(PROMTOOL) not found: install Prometheus, which ships it" \
+		"(Debian/Ubuntu: apt-get install prometheus; macOS: brew install prometheus), or set PROMTOOL=/path/to/promtool" >&2; exit 1; }
+	$(PROMTOOL) check rules examples/prometheus/mirakl-alerts.yml
+	$(PROMTOOL) test rules examples/prometheus/mirakl-alerts.test.yml
 
 ## vault: print the vault binary the e2e tests and the demo use (builds it on first use)
 vault:

@@ -53,7 +53,8 @@ type backend struct {
 	alive context.Context
 	stop  context.CancelFunc
 
-	stats upstreamStats
+	// metrics counts requests to Mirakl and reads, for status and metrics.
+	metrics *mountMetrics
 
 	tokens tokenStore // the token kept in storage (token_store.go)
 }
@@ -63,6 +64,7 @@ func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() tim
 	b := &backend{now: now, retries: defaultRetryPolicy}
 	b.tokens.storage = conf.StorageView // token_store.go: writes outside any request
 	b.alive, b.stop = context.WithCancel(context.Background())
+	b.metrics = newMountMetrics(b)
 	b.Backend = &framework.Backend{
 		Help:        backendHelp,
 		BackendType: logical.TypeLogical,
@@ -73,6 +75,7 @@ func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() tim
 			pathConfig(b),
 			pathToken(b),
 			pathStatus(b),
+			pathMetrics(b),
 		},
 		Secrets: []*framework.Secret{
 			secretToken(b),
@@ -153,5 +156,6 @@ and exchanges them for short-lived Bearer tokens (OAuth 2.0 client-credentials
 grant). Applications read mirakl/token and never see the client secret.
 
 Configure it once with "mirakl/config"; then read "mirakl/token". Operators
-see the engine's dealings with Mirakl at "mirakl/status".
+see the engine's dealings with Mirakl at "mirakl/status"; Prometheus scrapes
+"mirakl/metrics".
 `

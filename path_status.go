@@ -33,7 +33,7 @@ func pathStatus(b *backend) *framework.Path {
 
 // pathStatusRead answers from memory: it never touches storage or Mirakl.
 func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	requests, failures, lastAt, lastErr := b.stats.snapshot()
+	requests, failures, lastAt, lastErr := b.metrics.requestsSnapshot()
 	data := map[string]any{
 		"requests": requests,
 		"failures": failures,

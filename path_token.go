@@ -47,7 +47,9 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		readerMinTTL = &ttl
 	}
 
-	tok, warnings, err := b.tokenFor(ctx, req.Storage, readerMinTTL)
+	var fetched bool
+	tok, warnings, err := b.tokenFor(ctx, req.Storage, readerMinTTL, &fetched)
+	b.metrics.tokenRead(fetched, err)
 	switch {
 	case errors.Is(err, errNotConfigured):
 		return logical.ErrorResponse("this mount is not configured yet: run vault write %sconfig client_id=... client_secret=...", req.MountPoint), nil
@@ -91,8 +93,9 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 var errNotConfigured = errors.New("not configured")
 
 // tokenFor returns a token for a reader that wants readerMinTTL of life (nil:
-// the config's min_ttl), with warnings for the reader.
-func (b *backend) tokenFor(ctx context.Context, s logical.Storage, readerMinTTL *time.Duration) (*cachedToken, []string, error) {
+// the config's min_ttl), with warnings for the reader; fetched is set when the
+// reader waited for a new token from Mirakl (for the read counts).
+func (b *backend) tokenFor(ctx context.Context, s logical.Storage, readerMinTTL *time.Duration, fetched *bool) (*cachedToken, []string, error) {
 	for range 3 {
 		mount, err := b.currentMount(ctx, s)
 		if err != nil {
@@ -101,7 +104,7 @@ func (b *backend) tokenFor(ctx context.Context, s logical.Storage, readerMinTTL 
 		if mount == nil {
 			return nil, nil, errNotConfigured
 		}
-		tok, warnings, err := b.tokenFrom(ctx, mount, readerMinTTL)
+		tok, warnings, err := b.tokenFrom(ctx, mount, readerMinTTL, fetched)
 		if b.loadedMount() == mount {
 			return tok, warnings, err
 		}
@@ -115,8 +118,9 @@ func (b *backend) tokenFor(ctx context.Context, s logical.Storage, readerMinTTL 
 // good enough, and refreshes it in the background ahead of time. A reader
 // waits for Mirakl only when nothing valid is cached, or, while Mirakl is
 // healthy, when the cached token has less life than it wants (min_ttl). Every
-// request goes through the mount's gate (tokenCache.request).
-func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL *time.Duration) (*cachedToken, []string, error) {
+// request goes through the mount's gate (tokenCache.request). fetched is set
+// when the read got a token that a request brought for it.
+func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL *time.Duration, fetched *bool) (*cachedToken, []string, error) {
 	want := mount.config.MinTTL
 	if readerMinTTL != nil {
 		want = *readerMinTTL
@@ -129,6 +133,7 @@ func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL
 			return nil, nil, err
 		}
 		tok.markRead()
+		*fetched = true
 		return tok, minTTLWarnings(tok, b.now(), want), nil
 	}
 	cached.markRead()
@@ -148,6 +153,7 @@ func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL
 		tok, err := b.fetch(ctx, mount, cached, forReader)
 		if err == nil {
 			tok.markRead()
+			*fetched = true
 			return tok, minTTLWarnings(tok, b.now(), want), nil
 		}
 		if now = b.now(); !cached.servable(now) {
@@ -230,9 +236,10 @@ func (b *backend) sender(mount *mountState, seen *cachedToken) func(context.Cont
 		if current := mount.cache.current(); current != nil && current != seen && current.remaining(now) > current.lifetime()/2 {
 			return current, nil
 		}
+		started := now
 		fetched, err := mount.client.fetch(ctx)
 		now = b.now()
-		b.stats.record(now, err)
+		b.metrics.requestDone(started, now, err)
 		if err != nil {
 			if !errors.Is(err, errRequestCancelled) {
 				mount.cache.gate.failed(err, now)

@@ -150,28 +150,3 @@ func (c *tokenCache) close() {
 	c.cancel()
 	c.running.Wait()
 }
-
-// upstreamStats counts the requests to Mirakl since the plugin started, for status.
-type upstreamStats struct {
-	mu       sync.Mutex
-	requests uint64
-	failures uint64
-	lastAt   time.Time
-	lastErr  error // nil: the last request brought a token
-}
-
-func (s *upstreamStats) record(at time.Time, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests++
-	if err != nil {
-		s.failures++
-	}
-	s.lastAt, s.lastErr = at, err
-}
-
-func (s *upstreamStats) snapshot() (requests, failures uint64, lastAt time.Time, lastErr error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests, s.failures, s.lastAt, s.lastErr
-}

@@ -43,6 +43,8 @@ inprocess_rows() {
 		if (name == "BenchmarkTokenReadCachedParallel") return "In-process: cached token read, all cores in parallel"
 		if (name == "BenchmarkTokenReadCold")           return "In-process: cold token read (cache dropped; fake Mirakl on loopback)"
 		if (name == "BenchmarkNoopRead")                return "In-process: noop plugin read (the floor, same SDK)"
+		if (name == "BenchmarkCountCachedRead")         return "In-process: counting one cached read for mirakl/metrics (part of the cached read above)"
+		if (name == "BenchmarkCountCachedReadParallel") return "In-process: counting one cached read, all cores in parallel"
 		return name
 	}
 	function duration(ns) {
