@@ -87,6 +87,14 @@ var mutations = []mutation{
 	{"store: the binding leaves out token_url", "token_store.go",
 		"cfg.ClientID, cfg.TokenURL, cfg.CACert}", "cfg.ClientID, cfg.CACert}", "a field left out"},
 
+	// Metrics.
+	{"metrics: a fetched read counted as cached", "metrics.go",
+		"	case fetched:\n		m.readsFetched.Inc()\n", "", "a case dropped"},
+	{"metrics: the duration left out", "metrics.go",
+		"	m.durations.Observe(ended.Sub(started).Seconds())\n", "", "a dropped statement"},
+	{"metrics: the mount label dropped", "metrics.go",
+		"			metric.Label = append(metric.Label, mount)\n", "", "a label dropped"},
+
 	{"status: a refusal shown as unavailable", "path_status.go",
 		`			return "refused", upstream.Status`, `			return "unavailable", upstream.Status`, "a class mislabelled"},
 }
