@@ -14,9 +14,10 @@ import (
 
 // A real server (file storage, initialised and unsealed) keeps the config
 // across a restart and survives the plugin process being killed.
-func TestDurability(t *testing.T) {
-	t.Parallel()
-	e := newEnvWith(t, vaulttest.Options{Storage: vaulttest.StorageFile})
+func TestDurability(t *testing.T) { forEachServer(t, testDurability) }
+
+func testDurability(t *testing.T, server vaulttest.Kind) {
+	e := newEnvFor(t, server, vaulttest.Options{Storage: vaulttest.StorageFile})
 	acme := e.newAccount("acme")
 	e.mount("mirakl")
 	e.configure("mirakl", acme)

@@ -5,15 +5,18 @@ package e2e
 import (
 	"strings"
 	"testing"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
 // A lease ending, however it ends (revoke, revoke -prefix, the reader's Vault
 // token revoked or expired), leaves the shared token cached: no request to
 // Mirakl. "vault write -f mirakl/config" replaces it. Disabling the mount
 // with leases outstanding works, since revoking a lease never fails.
-func TestLeases(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+func TestLeases(t *testing.T) { forEachServer(t, testLeases) }
+
+func testLeases(t *testing.T, server vaulttest.Kind) {
+	e := newEnvFor(t, server, vaulttest.Options{})
 	acme := e.newAccount("acme")
 	e.mount("mirakl")
 	e.configure("mirakl", acme)

@@ -17,9 +17,10 @@ const upgradeVersion = "v9.9.9-upgrade"
 // beside the first, registered under its own version, pinned with `vault
 // secrets tune`, started with `vault plugin reload`; then the rollback. The
 // config and the leases issued by either version carry over both ways.
-func TestUpgrade(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+func TestUpgrade(t *testing.T) { forEachServer(t, testUpgrade) }
+
+func testUpgrade(t *testing.T, server vaulttest.Kind) {
+	e := newEnvFor(t, server, vaulttest.Options{})
 	acme := e.newAccount("acme")
 	cli := e.root()
 	old := e.vault.Plugin()
