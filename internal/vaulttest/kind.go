@@ -112,8 +112,11 @@ func executable(what, p string) (string, error) {
 		return "", fmt.Errorf("%s=%s: %w", what, p, err)
 	}
 	info, err := os.Stat(abs)
-	if err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("%s: %s is not an executable file (%v)", what, abs, err)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("%s: %s is not an executable file: %w", what, abs, err)
+	case info.IsDir() || info.Mode()&0o111 == 0:
+		return "", fmt.Errorf("%s: %s is not an executable file (mode %s)", what, abs, info.Mode())
 	}
 	return abs, nil
 }
