@@ -359,7 +359,7 @@ func (e *testEnv) checkNoLeak() {
 			if isTokenRead(r.Args) && r.ExitCode == 0 {
 				continue // its output is the token; a failed read must not show one
 			}
-			stacks = append(stacks, haystack{"the output of vault " + strings.Join(r.Args, " ") + " on " + s.Opts.Name, r.Output()})
+			stacks = append(stacks, haystack{"the output of " + e.bins.Kind.Command() + " " + strings.Join(r.Args, " ") + " on " + s.Opts.Name, r.Output()})
 		}
 	}
 	for _, s := range stacks {
