@@ -84,11 +84,6 @@ func newEnv(t *testing.T) *testEnv {
 	return newEnvFor(t, vaulttest.Vault, vaulttest.Options{})
 }
 
-// newEnvWith starts a Vault server with opts; see newEnvFor.
-func newEnvWith(t *testing.T, opts vaulttest.Options) *testEnv {
-	return newEnvFor(t, vaulttest.Vault, opts)
-}
-
 // newEnvFor starts a server of the given kind with opts and a file audit
 // device; a non-dev server is initialised and unsealed. The plugin is in its
 // plugin directory but not yet registered.
@@ -103,11 +98,6 @@ func newEnvFor(t *testing.T, server vaulttest.Kind, opts vaulttest.Options) *tes
 	}
 	e.requireAudit(e.vault)
 	return e
-}
-
-// newClusterEnv starts an n-node Vault cluster; see newClusterEnvFor.
-func newClusterEnv(t *testing.T, n int) *testEnv {
-	return newClusterEnvFor(t, vaulttest.Vault, n)
 }
 
 // newClusterEnvFor starts an n-node cluster of the given kind with a file
