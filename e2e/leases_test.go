@@ -79,7 +79,9 @@ func testLeases(t *testing.T, server vaulttest.Kind) {
 		if got := acme.fake.Requests(); got != requests+1 {
 			t.Errorf("rewriting the config made %d requests, want 1 (the verification, whose token is served)", got-requests)
 		}
-		if fresh.LeaseDuration != 3599 {
+		// The fake's expires_in less the moments between the write and this
+		// read, which a busy machine can stretch past a second.
+		if fresh.LeaseDuration > 3599 || fresh.LeaseDuration < 3596 {
 			t.Errorf("lease_duration of a fresh token %d, want the fake's expires_in", fresh.LeaseDuration)
 		}
 	})
