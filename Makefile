@@ -19,7 +19,7 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/$(PLUGIN) ./cmd/$(PLUGIN)
 
-## test: the whole suite: unit tests, the alert rules' tests, then end-to-end tests against a real Vault
+## test: the whole suite: unit tests, the alert rules' tests, then end-to-end tests against a real Vault (and OpenBao, when found)
 test: test-unit test-rules test-e2e
 
 ## test-unit: the engine in-process; needs no Vault
@@ -44,9 +44,16 @@ test-rules:
 vault:
 	@scripts/vault-bin.sh
 
-## test-e2e: real vault server, agent and CLI processes on loopback
+# OpenBao, for the e2e tests that run in it as well as in Vault: $BAO_BIN, else
+# the build beside the checkout (../shared/openbao/bao), else bao on PATH.
+# None: those tests skip, and say how to run them.
+BAO_BIN ?= $(firstword $(wildcard $(abspath $(CURDIR)/../shared/openbao/bao)) $(shell command -v bao 2>/dev/null))
+
+## test-e2e: real vault (and bao) server, agent, proxy and CLI processes on loopback
 test-e2e: build
-	VAULT_BIN="$$(scripts/vault-bin.sh)" PLUGIN_BIN="$(CURDIR)/bin/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" \
+	@if [ -z "$(BAO_BIN)" ]; then echo "test-e2e: no OpenBao (no BAO_BIN, no ../shared/openbao/bao, no bao on PATH): its tests skip; make test-e2e BAO_BIN=/path/to/bao runs them"; \
+		else echo "test-e2e: OpenBao $(BAO_BIN)"; fi
+	VAULT_BIN="$$(scripts/vault-bin.sh)" BAO_BIN="$(BAO_BIN)" PLUGIN_BIN="$(CURDIR)/bin/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" \
 		$(GO) test -race -count=1 -tags e2e -parallel 8 -timeout 30m ./e2e/...
 
 ## dev: a Vault dev server with the plugin mounted at mirakl/ and a fake Mirakl

@@ -15,10 +15,11 @@ import (
 
 // Vault Agent with the README's config and template keeps a current token on
 // disk: with tokens that live 30s it renders a new one before the old expires.
-func TestAgentRendersFreshTokens(t *testing.T) {
-	t.Parallel()
+func TestAgentRendersFreshTokens(t *testing.T) { forEachServer(t, testAgentRendersFreshTokens) }
+
+func testAgentRendersFreshTokens(t *testing.T, server vaulttest.Kind) {
 	const expiresIn = 30 * time.Second
-	e := newEnv(t)
+	e := newEnvFor(t, server, vaulttest.Options{})
 	acme := e.newAccount("acme", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
 	e.mount("mirakl")
 

@@ -5,13 +5,16 @@ package e2e
 import (
 	"strings"
 	"testing"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
 // The config as the README uses it, and what a config writer or a reader
 // cannot make the engine do.
-func TestConfigAndReaders(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+func TestConfigAndReaders(t *testing.T) { forEachServer(t, testConfigAndReaders) }
+
+func testConfigAndReaders(t *testing.T, server vaulttest.Kind) {
+	e := newEnvFor(t, server, vaulttest.Options{})
 	acme := e.newAccount("acme")
 	elsewhere := e.newAccount("elsewhere")
 	e.mount("mirakl")

@@ -18,9 +18,10 @@ import (
 // and the token across a restart, the plugin process being killed and a
 // plugin reload: with Mirakl refusing every request after the first token,
 // reads go on serving that token, and Mirakl sees no request.
-func TestDurability(t *testing.T) {
-	t.Parallel()
-	e := newEnvWith(t, vaulttest.Options{Storage: vaulttest.StorageFile})
+func TestDurability(t *testing.T) { forEachServer(t, testDurability) }
+
+func testDurability(t *testing.T, server vaulttest.Kind) {
+	e := newEnvFor(t, server, vaulttest.Options{Storage: vaulttest.StorageFile})
 	acme := e.newAccount("acme")
 	e.mount("mirakl")
 	e.configure("mirakl", acme)

@@ -1,8 +1,8 @@
 //go:build e2e
 
 // Package e2e drives the plugin inside real Vault processes (server, CLI,
-// Agent) on loopback, against the fake Mirakl token endpoint. Run it with
-// `make test-e2e`.
+// Agent, Proxy) on loopback, against the fake Mirakl token endpoint; the
+// tests that forEachServer runs, in OpenBao too. Run it with `make test-e2e`.
 package e2e
 
 import (
@@ -31,10 +31,34 @@ const (
 // repoRoot is where the examples live, relative to this package.
 const repoRoot = ".."
 
-// testEnv is one Vault server, or a cluster of them, with the plugin, an audit
-// device, and the fake Mirakl accounts it talks to. At the end of the test it
-// checks that every process stopped and that no client secret or access
-// token appears where it must not.
+// forEachServer runs body as a parallel subtest per server, named after it:
+// "vault", then "openbao". The OpenBao subtest skips, saying how to run it,
+// on a machine without bao (no BAO_BIN, no bao on PATH); it fails instead
+// when BAO_BIN is not an executable or MIRAKL_REQUIRE_OPENBAO=1 (CI).
+//
+//	func TestLeases(t *testing.T) { forEachServer(t, testLeases) }
+//
+//	func testLeases(t *testing.T, server vaulttest.Kind) {
+//		e := newEnvFor(t, server, vaulttest.Options{})
+//		...
+func forEachServer(t *testing.T, body func(t *testing.T, server vaulttest.Kind)) {
+	t.Helper()
+	t.Parallel()
+	for _, server := range vaulttest.Kinds() {
+		t.Run(server.String(), func(t *testing.T) {
+			t.Parallel()
+			if server == vaulttest.OpenBao && !vaulttest.OpenBaoAvailable(t) {
+				t.Skip(vaulttest.HowToRunOpenBao)
+			}
+			body(t, server)
+		})
+	}
+}
+
+// testEnv is one Vault or OpenBao server, or a cluster of them, with the
+// plugin, an audit device, and the fake Mirakl accounts it talks to. At the
+// end of the test it checks that every process stopped and that no client
+// secret or access token appears where it must not.
 type testEnv struct {
 	t        *testing.T
 	bins     vaulttest.Env
@@ -55,46 +79,66 @@ type account struct {
 	fake         *fakemirakl.Server
 }
 
-// newEnv starts a dev server with a file audit device. The plugin is in its
-// plugin directory but not yet registered.
+// newEnv starts a Vault dev server with a file audit device. The plugin is
+// in its plugin directory but not yet registered.
 func newEnv(t *testing.T) *testEnv {
-	return newEnvWith(t, vaulttest.Options{})
+	return newEnvFor(t, vaulttest.Vault, vaulttest.Options{})
 }
 
-// newEnvWith starts a server with opts; a non-dev server is initialised and unsealed.
-func newEnvWith(t *testing.T, opts vaulttest.Options) *testEnv {
+// newEnvFor starts a server of the given kind with opts and a file audit
+// device; a non-dev server is initialised and unsealed. The plugin is in its
+// plugin directory but not yet registered.
+func newEnvFor(t *testing.T, server vaulttest.Kind, opts vaulttest.Options) *testEnv {
 	t.Helper()
-	e := prepareEnv(t)
+	e := prepareEnv(t, server)
 	opts.Dir = filepath.Join(e.dir, "vault")
+	opts.AuditLog = e.audit
 	e.vault = vaulttest.Start(t, e.bins, opts)
 	if opts.Storage != vaulttest.StorageDev {
 		e.vault.Init(t)
 	}
-	e.root().MustRun(t, "audit", "enable", "file", "file_path="+e.audit)
+	e.requireAudit(e.vault)
 	return e
 }
 
-// newClusterEnv starts an n-node cluster with a file audit device. The plugin
-// is in the nodes' shared plugin directory but not yet registered.
-func newClusterEnv(t *testing.T, n int) *testEnv {
+// newClusterEnvFor starts an n-node cluster of the given kind with a file
+// audit device. The plugin is in the nodes' shared plugin directory but not
+// yet registered.
+func newClusterEnvFor(t *testing.T, server vaulttest.Kind, n int) *testEnv {
 	t.Helper()
-	e := prepareEnv(t)
-	e.cluster = vaulttest.StartCluster(t, e.bins, n)
-	e.cluster.Leader(t).CLI().MustRun(t, "audit", "enable", "file", "file_path="+e.audit)
+	e := prepareEnv(t, server)
+	e.cluster = vaulttest.StartCluster(t, e.bins, n, vaulttest.ClusterOptions{AuditLog: e.audit})
+	e.requireAudit(e.cluster.Leader(t))
 	return e
 }
 
 // prepareEnv is an env without servers. Its checks are registered before any
 // server starts, so that they run after every server stopped and flushed its
 // logs.
-func prepareEnv(t *testing.T) *testEnv {
+func prepareEnv(t *testing.T, server vaulttest.Kind) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, bins: vaulttest.RequireEnv(t), dir: t.TempDir()}
+	e := &testEnv{t: t, bins: vaulttest.RequireEnvFor(t, server), dir: t.TempDir()}
 	e.audit = filepath.Join(e.dir, "audit.log")
 	t.Cleanup(e.checkFakesSawOnlyGoodRequests)
 	t.Cleanup(e.checkStopped)
 	t.Cleanup(e.checkNoLeak)
 	return e
+}
+
+// requireAudit fails the test unless s lists the file audit device that
+// writes the env's audit log: the leak check reads that log, and proves
+// nothing if no device writes it (Vault enables it through the API, OpenBao
+// from its config file).
+func (e *testEnv) requireAudit(s *vaulttest.Server) {
+	e.t.Helper()
+	var devices map[string]struct {
+		Type    string            `json:"type"`
+		Options map[string]string `json:"options"`
+	}
+	s.CLI().MustRunJSON(e.t, &devices, "audit", "list", "-format=json")
+	if d := devices["file/"]; d.Type != "file" || d.Options["file_path"] != e.audit {
+		e.t.Fatalf("%s audit list: %v, want a file device at file/ writing %s", e.bins.Kind.Command(), devices, e.audit)
+	}
 }
 
 // servers are the single server or the cluster's nodes, whichever started.
@@ -320,7 +364,7 @@ func (e *testEnv) checkNoLeak() {
 			if isTokenRead(r.Args) && r.ExitCode == 0 {
 				continue // its output is the token; a failed read must not show one
 			}
-			stacks = append(stacks, haystack{"the output of vault " + strings.Join(r.Args, " ") + " on " + s.Opts.Name, r.Output()})
+			stacks = append(stacks, haystack{"the output of " + e.bins.Kind.Command() + " " + strings.Join(r.Args, " ") + " on " + s.Opts.Name, r.Output()})
 		}
 	}
 	for _, s := range stacks {

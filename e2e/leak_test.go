@@ -12,15 +12,17 @@ import (
 	"testing"
 
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
 // Every test's server is checked for leaks when it ends (testEnv.checkNoLeak).
 // This one goes through the paths where a secret is most likely to slip into
 // a message: refused credentials, upstream failures, updates, reads of the
 // config, and the audit device itself.
-func TestNoLeak(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+func TestNoLeak(t *testing.T) { forEachServer(t, testNoLeak) }
+
+func testNoLeak(t *testing.T, server vaulttest.Kind) {
+	e := newEnvFor(t, server, vaulttest.Options{})
 	acme := e.newAccount("acme")
 	e.mount("mirakl")
 	cli := e.root()

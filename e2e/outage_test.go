@@ -14,20 +14,22 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
 // A herd of readers through a real Vault, once the cached token has expired
 // during an outage in which Mirakl rate-limits with a Retry-After of an
 // hour: the gate lets one request through, and every read fails at once
 // with a 502 that names the failure and when the next attempt is due.
-func TestReaderHerdDuringAnOutage(t *testing.T) {
-	t.Parallel()
+func TestReaderHerdDuringAnOutage(t *testing.T) { forEachServer(t, testReaderHerdDuringAnOutage) }
+
+func testReaderHerdDuringAnOutage(t *testing.T, server vaulttest.Kind) {
 	const (
 		readers   = 16
 		duration  = 3 * time.Second
 		expiresIn = 4 // seconds
 	)
-	e := newEnv(t)
+	e := newEnvFor(t, server, vaulttest.Options{})
 	acme := e.newAccount("outage", fakemirakl.WithExpiresIn(expiresIn))
 	e.mount("mirakl")
 	e.configure("mirakl", acme, "min_ttl=0s", "request_timeout=2s")

@@ -11,14 +11,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
 // A Vault that crashes takes its plugin with it: the server is killed with
 // SIGKILL, as a crash or `kill -9` would end it, and its plugin process, which
 // nothing stops any more, exits on its own.
-func TestParentKilled(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+func TestParentKilled(t *testing.T) { forEachServer(t, testParentKilled) }
+
+func testParentKilled(t *testing.T, kind vaulttest.Kind) {
+	e := newEnvFor(t, kind, vaulttest.Options{})
 	acme := e.newAccount("acme")
 	e.mount("mirakl")
 	e.configure("mirakl", acme)

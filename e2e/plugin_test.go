@@ -7,12 +7,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
 // The README's first session: register, enable, configure, read a token.
-func TestRegisterEnableConfigureRead(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+func TestRegisterEnableConfigureRead(t *testing.T) { forEachServer(t, testRegisterEnableConfigureRead) }
+
+func testRegisterEnableConfigureRead(t *testing.T, server vaulttest.Kind) {
+	e := newEnvFor(t, server, vaulttest.Options{})
 	acme := e.newAccount("acme")
 	cli := e.root()
 	p := e.vault.Plugin()

@@ -11,9 +11,10 @@ import (
 )
 
 // Two teams, two Mirakl accounts, two mounts, and the README's policies.
-func TestTeamPoliciesAndAccounts(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+func TestTeamPoliciesAndAccounts(t *testing.T) { forEachServer(t, testTeamPoliciesAndAccounts) }
+
+func testTeamPoliciesAndAccounts(t *testing.T, server vaulttest.Kind) {
+	e := newEnvFor(t, server, vaulttest.Options{})
 	acme, globex := e.newAccount("acme"), e.newAccount("globex")
 	e.mount("mirakl")
 	e.mount("mirakl-globex")

@@ -32,12 +32,13 @@ const scrapeTimeout = 60 * time.Second
 // (examples/prometheus), scrapes a mount's metrics through a real Vault with
 // a token that may read them and nothing else; what it stores follows what
 // the fake did, and an alert of the example rules fires on real metrics.
-func TestPrometheusScrapesMountMetricsThroughVault(t *testing.T) {
-	t.Parallel()
+func TestPrometheusScrapesMountMetricsThroughVault(t *testing.T) { forEachServer(t, testPrometheusScrapesMountMetricsThroughVault) }
+
+func testPrometheusScrapesMountMetricsThroughVault(t *testing.T, server vaulttest.Kind) {
 	// Tokens of 5 minutes: within the 10 minutes of MiraklTokenExpiringSoon,
 	// and long enough that none is fetched again during the test.
 	const expiresIn = 5 * time.Minute
-	e := newEnv(t)
+	e := newEnvFor(t, server, vaulttest.Options{})
 	acme := e.newAccount("acme", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
 	e.mount("mirakl")
 	e.configure("mirakl", acme, "request_timeout=3s") // verifies: one request, a token cached

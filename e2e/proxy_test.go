@@ -17,10 +17,11 @@ import (
 // Vault Proxy with the README's config (examples/proxy): an application that
 // reads on every call makes one lease per Mirakl token, not one per read, and
 // across several token lifetimes every token the proxy hands out is valid.
-func TestProxyKeepsOneLeasePerToken(t *testing.T) {
-	t.Parallel()
+func TestProxyKeepsOneLeasePerToken(t *testing.T) { forEachServer(t, testProxyKeepsOneLeasePerToken) }
+
+func testProxyKeepsOneLeasePerToken(t *testing.T, server vaulttest.Kind) {
 	const expiresIn = 12 * time.Second
-	e := newEnv(t)
+	e := newEnvFor(t, server, vaulttest.Options{})
 	acme := e.newAccount("acme", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
 	e.mount("mirakl")
 	root := e.root()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
 // Inside the refresh window readers get the valid cached token without
@@ -18,13 +19,16 @@ import (
 // names the failure; mirakl/status shows what happened; once Mirakl heals,
 // the next token comes before the old one expires.
 func TestRefreshAheadWhileMiraklMisbehaves(t *testing.T) {
-	t.Parallel()
+	forEachServer(t, testRefreshAheadWhileMiraklMisbehaves)
+}
+
+func testRefreshAheadWhileMiraklMisbehaves(t *testing.T, server vaulttest.Kind) {
 	// Tokens of 30s with min_ttl 10s: the refresh point is half their life
 	// (min_ttl + 2m, capped at half), 15s after they were issued, and a
 	// failure shows in warnings from 20s on, when less than min_ttl is left
 	// (below min_ttl a read on a healthy mount would wait for the next token).
 	const expiresIn = 30 * time.Second
-	e := newEnv(t)
+	e := newEnvFor(t, server, vaulttest.Options{})
 	// One mount per scenario, so that both run at once.
 	hanging := e.newAccount("hanging", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
 	failing := e.newAccount("failing", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))

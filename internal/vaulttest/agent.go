@@ -5,9 +5,10 @@ import (
 	"testing"
 )
 
-// StartAgent runs `vault agent -config=<configPath>` with its log, agent.log,
-// in the config's directory. The config names the server's address itself
-// (vault stanza); the agent gets no VAULT_* variable from the test.
+// StartAgent runs `vault agent -config=<configPath>` (`bao agent` for
+// OpenBao) with its log, agent.log, in the config's directory. The config
+// names the server's address itself (vault stanza, which bao reads too); the
+// agent gets no VAULT_* or BAO_* variable from the test.
 func StartAgent(t testing.TB, env Env, configPath string) *Process {
 	t.Helper()
 	return startClientDaemon(t, env, "agent", configPath)
@@ -23,6 +24,6 @@ func StartProxy(t testing.TB, env Env, configPath string) *Process {
 func startClientDaemon(t testing.TB, env Env, command, configPath string) *Process {
 	t.Helper()
 	dir := filepath.Dir(configPath)
-	return startProcess(t, t, "vault "+command, filepath.Join(dir, command+".log"), append(cleanEnv(), "HOME="+dir),
-		env.VaultBin, command, "-config="+configPath, "-log-level=debug")
+	return startProcess(t, t, env.Kind.Command()+" "+command, filepath.Join(dir, command+".log"), append(cleanEnv(), "HOME="+dir),
+		env.ServerBin, command, "-config="+configPath, "-log-level=debug")
 }

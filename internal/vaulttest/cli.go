@@ -16,7 +16,7 @@ const cliTimeout = 2 * time.Minute
 
 // Result is one finished CLI command.
 type Result struct {
-	Args           []string // what followed "vault"
+	Args           []string // what followed "vault" (or "bao")
 	Stdout, Stderr string   // what it printed
 	ExitCode       int      // 0 for success
 }
@@ -24,10 +24,11 @@ type Result struct {
 // Output is stdout and stderr together, for messages and searches.
 func (r *Result) Output() string { return r.Stdout + r.Stderr }
 
-// CLI runs the vault binary against one server as a user would, with
-// VAULT_ADDR and VAULT_TOKEN set and nothing else of the caller's Vault
-// environment. Every command and its output is kept in the server's
-// Transcript.
+// CLI runs the server's binary (vault or bao) against one server as a user
+// would, with VAULT_ADDR and VAULT_TOKEN set (and for bao BAO_ADDR and
+// BAO_TOKEN, the names its documentation gives) and nothing else of the
+// caller's Vault or OpenBao environment. Every command and its output is kept
+// in the server's Transcript.
 type CLI struct {
 	server *Server
 	token  string
@@ -48,13 +49,14 @@ func (c *CLI) WithStdin(stdin string) *CLI {
 	return &with
 }
 
-// Run runs `vault args...` and returns what happened, whatever the exit code.
-// It fails the test only when the command cannot be run at all.
+// Run runs `vault args...` (or `bao args...`) and returns what happened,
+// whatever the exit code. It fails the test only when the command cannot be
+// run at all.
 func (c *CLI) Run(t testing.TB, args ...string) *Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, c.server.env.VaultBin, args...)
+	cmd := exec.CommandContext(ctx, c.server.env.ServerBin, args...)
 	cmd.Env = append(cleanEnv(),
 		"VAULT_ADDR="+c.server.Addr,
 		"VAULT_TOKEN="+c.token,
@@ -62,6 +64,9 @@ func (c *CLI) Run(t testing.TB, args ...string) *Result {
 		"HOME="+c.server.Opts.Dir,
 		"NO_COLOR=1",
 	)
+	if c.server.env.Kind == OpenBao {
+		cmd.Env = append(cmd.Env, "BAO_ADDR="+c.server.Addr, "BAO_TOKEN="+c.token)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Stdin = strings.NewReader(c.stdin)
@@ -76,11 +81,14 @@ func (c *CLI) Run(t testing.TB, args ...string) *Result {
 	case errors.As(err, &exit):
 		r.ExitCode = exit.ExitCode()
 	case err != nil:
-		t.Fatalf("vaulttest: running vault %s: %v", strings.Join(args, " "), err)
+		t.Fatalf("vaulttest: running %s %s: %v", c.command(), strings.Join(args, " "), err)
 	}
 	c.server.record(r)
 	return r
 }
+
+// command is the binary's name for messages: vault or bao.
+func (c *CLI) command() string { return c.server.env.Kind.Command() }
 
 // MustRun runs `vault args...`, fails the test unless it exits 0, and
 // returns its stdout.
@@ -88,7 +96,7 @@ func (c *CLI) MustRun(t testing.TB, args ...string) string {
 	t.Helper()
 	r := c.Run(t, args...)
 	if r.ExitCode != 0 {
-		t.Fatalf("vault %s: exit %d:\n%s", strings.Join(args, " "), r.ExitCode, r.Output())
+		t.Fatalf("%s %s: exit %d:\n%s", c.command(), strings.Join(args, " "), r.ExitCode, r.Output())
 	}
 	return r.Stdout
 }
@@ -99,7 +107,7 @@ func (c *CLI) MustRunJSON(t testing.TB, v any, args ...string) {
 	t.Helper()
 	out := c.MustRun(t, args...)
 	if err := json.Unmarshal([]byte(out), v); err != nil {
-		t.Fatalf("vault %s: output is not JSON (%v):\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: output is not JSON (%v):\n%s", c.command(), strings.Join(args, " "), err, out)
 	}
 }
 
@@ -109,7 +117,7 @@ func (c *CLI) MustFail(t testing.TB, args ...string) *Result {
 	t.Helper()
 	r := c.Run(t, args...)
 	if r.ExitCode == 0 {
-		t.Fatalf("vault %s succeeded, want a failure:\n%s", strings.Join(args, " "), r.Output())
+		t.Fatalf("%s %s succeeded, want a failure:\n%s", c.command(), strings.Join(args, " "), r.Output())
 	}
 	return r
 }

@@ -11,8 +11,9 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// Cluster is n Vault servers on integrated storage (raft) forming one highly
-// available cluster on loopback, as an operator would run it:
+// Cluster is n Vault (or OpenBao) servers on integrated storage (raft)
+// forming one highly available cluster on loopback, as an operator would run
+// it:
 //
 //	node1: vault operator init, then unseal          (the first active node)
 //	nodeN: retry_join the others, then unseal        (standbys)
@@ -31,11 +32,19 @@ type Cluster struct {
 	PluginDir string
 }
 
-// StartCluster starts an n-node raft cluster with the nodes' default options
-// and returns once it is initialised, every node is unsealed, every node is a
-// raft voter (so that it survives losing one node when n >= 3) and node1 is
-// active. The root token and unseal key are node1's, given to every node.
-func StartCluster(t testing.TB, env Env, n int) *Cluster {
+// ClusterOptions is how to run a cluster; the zero value is nodes with their
+// default options and no audit device.
+type ClusterOptions struct {
+	// AuditLog is the file of every node's file audit device (Options.AuditLog).
+	// The nodes share it: only the active node writes audit entries.
+	AuditLog string
+}
+
+// StartCluster starts an n-node raft cluster of env.Kind and returns once it
+// is initialised, every node is unsealed, every node is a raft voter (so that
+// it survives losing one node when n >= 3) and node1 is active. The root
+// token and unseal key are node1's, given to every node.
+func StartCluster(t testing.TB, env Env, n int, copts ClusterOptions) *Cluster {
 	t.Helper()
 	if n < 1 {
 		t.Fatalf("vaulttest: a cluster of %d nodes", n)
@@ -51,7 +60,10 @@ func StartCluster(t testing.TB, env Env, n int) *Cluster {
 	}
 	for i := range n {
 		name := fmt.Sprintf("node%d", i+1)
-		o := Options{Storage: storageRaft, Name: name, Dir: filepath.Join(dir, name),
+		// Every node declares the audit device, as OpenBao wants (a node
+		// that becomes active removes devices its config does not declare);
+		// Vault's, enabled once through node1, is replicated.
+		o := Options{Storage: storageRaft, Name: name, Dir: filepath.Join(dir, name), AuditLog: copts.AuditLog,
 			port: ports[2*i], clusterPort: ports[2*i+1], pluginDir: c.PluginDir}
 		if i > 0 {
 			// Every other node, as in a production config: whichever is

@@ -1,11 +1,14 @@
-// Package vaulttest runs real Vault processes (servers, the CLI, Vault Agent)
-// on loopback for end-to-end tests and benchmarks of the plugin.
+// Package vaulttest runs real Vault or OpenBao processes (servers, the CLI,
+// Agent and Proxy) on loopback for end-to-end tests and benchmarks of the
+// plugin. Which server is the Env's Kind: the same helpers start `vault` or
+// `bao`.
 //
 // Everything it starts is tied to the test that started it: processes run in
 // their own process group (on unix) and are stopped, then killed, on
 // t.Cleanup, even when the test fails; logs go to files under t.TempDir and
 // their tail is printed when the test failed. It never skips: a missing binary
-// fails the test with the command that provides it.
+// fails the test with the command that provides it (OpenBaoAvailable tells a
+// caller whether to skip the OpenBao tests on a machine without bao).
 //
 // A session reads like the commands a user types:
 //
@@ -21,11 +24,11 @@ package vaulttest
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 )
 
-// The environment variables the harness reads. `make test-e2e` sets the first three.
+// The environment variables the harness reads. `make test-e2e` sets the first
+// three, and BAO_BIN (kind.go) when it finds OpenBao.
 const (
 	envVaultBin      = "VAULT_BIN"
 	envPluginBin     = "PLUGIN_BIN"
@@ -35,10 +38,11 @@ const (
 	envLogDir = "VAULTTEST_LOG_DIR"
 )
 
-// Env is what the harness needs from outside: a vault binary and the plugin
-// binary with its version.
+// Env is what the harness needs from outside: a server binary, of Vault or
+// of OpenBao, and the plugin binary with its version.
 type Env struct {
-	VaultBin      string // absolute path of the vault binary
+	Kind          Kind   // the server: Vault or OpenBao
+	ServerBin     string // absolute path of its binary: vault, or bao
 	PluginBin     string // absolute path of the plugin binary (built by make build)
 	PluginVersion string // the version the plugin reports, such as v0.1.0
 }
@@ -48,16 +52,42 @@ const howToRun = "run the end-to-end tests with `make test-e2e`, which builds th
 
 // RequireEnv reads VAULT_BIN, PLUGIN_BIN and PLUGIN_VERSION and fails the
 // test (never skips it) when one is missing or does not point at an
-// executable.
+// executable. It is RequireEnvFor(t, Vault).
 func RequireEnv(t testing.TB) Env {
 	t.Helper()
+	return RequireEnvFor(t, Vault)
+}
+
+// RequireEnvFor is the Env for a server of kind: Vault's binary from
+// VAULT_BIN, OpenBao's from BAO_BIN or else bao on PATH, and the plugin from
+// PLUGIN_BIN and PLUGIN_VERSION. It fails the test (never skips it) when one
+// is missing or does not point at an executable.
+func RequireEnvFor(t testing.TB, kind Kind) Env {
+	t.Helper()
 	env := Env{
-		VaultBin:      os.Getenv(envVaultBin),
+		Kind:          kind,
 		PluginBin:     os.Getenv(envPluginBin),
 		PluginVersion: os.Getenv(envPluginVersion),
 	}
+	switch kind {
+	case Vault:
+		env.ServerBin = os.Getenv(envVaultBin)
+		if env.ServerBin == "" {
+			t.Fatalf("vaulttest: %s is not set: %s", envVaultBin, howToRun)
+		}
+	case OpenBao:
+		bin, err := openBaoBin()
+		switch {
+		case err != nil:
+			t.Fatalf("vaulttest: %v", err)
+		case bin == "":
+			t.Fatalf("vaulttest: %s", HowToRunOpenBao)
+		}
+		env.ServerBin = bin
+	default:
+		t.Fatalf("vaulttest: unknown server %v", kind)
+	}
 	for _, v := range []struct{ name, value string }{
-		{envVaultBin, env.VaultBin},
 		{envPluginBin, env.PluginBin},
 		{envPluginVersion, env.PluginVersion},
 	} {
@@ -65,16 +95,15 @@ func RequireEnv(t testing.TB) Env {
 			t.Fatalf("vaulttest: %s is not set: %s", v.name, howToRun)
 		}
 	}
-	for _, p := range []*string{&env.VaultBin, &env.PluginBin} {
-		abs, err := filepath.Abs(*p)
+	for _, p := range []struct {
+		name string
+		path *string
+	}{{kind.Command(), &env.ServerBin}, {envPluginBin, &env.PluginBin}} {
+		abs, err := executable(p.name, *p.path)
 		if err != nil {
-			t.Fatalf("vaulttest: %s: %v", *p, err)
+			t.Fatalf("vaulttest: %v: %s", err, howToRun)
 		}
-		info, err := os.Stat(abs)
-		if err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
-			t.Fatalf("vaulttest: %s is not an executable file (%v): %s", abs, err, howToRun)
-		}
-		*p = abs
+		*p.path = abs
 	}
 	return env
 }

@@ -18,7 +18,7 @@ import (
 // stopGrace is how long a process gets to exit after SIGTERM before SIGKILL.
 const stopGrace = 15 * time.Second
 
-// Process is a long-running child (vault server, vault agent, ...) in its own
+// Process is a long-running child (vault server, bao agent, ...) in its own
 // process group (on unix), with stdout and stderr appended to LogPath.
 type Process struct {
 	// LogPath is the file that receives its stdout and stderr.
@@ -150,12 +150,13 @@ func matchingProcesses(match func(proc) bool) ([]int, error) {
 	return pids, nil
 }
 
-// cleanEnv is the test's environment without VAULT_* variables, so that a
-// developer's own Vault settings never leak into a test.
+// cleanEnv is the test's environment without VAULT_* and BAO_* variables,
+// so that a developer's own Vault or OpenBao settings never leak into a test
+// (bao reads both).
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "VAULT_") {
+		if strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "BAO_") {
 			continue
 		}
 		env = append(env, kv)

@@ -19,7 +19,8 @@ import (
 type Storage int
 
 const (
-	// StorageDev is `vault server -dev`: in memory, unsealed, root token known.
+	// StorageDev is `vault server -dev` (or `bao server -dev`): in memory,
+	// unsealed, root token known.
 	StorageDev Storage = iota
 	// StorageFile is a non-dev server on the file backend; Init it.
 	StorageFile
@@ -52,7 +53,8 @@ type Options struct {
 	// Storage is the storage backend (default StorageDev).
 	Storage Storage
 	// Name tells servers of one test apart in messages and file names
-	// (default "vault"; a cluster's are "node1", "node2", ...).
+	// (default the binary's name, "vault" or "bao"; a cluster's are "node1",
+	// "node2", ...).
 	Name string
 	// Dir holds the config, storage, plugin directory and logs (default: a
 	// new t.TempDir()).
@@ -60,6 +62,14 @@ type Options struct {
 	// LogLevel is the server's log level (default "debug", so that a leak
 	// shows up).
 	LogLevel string
+	// AuditLog, when set, is the file of a file audit device at file/. Vault
+	// gets it through `vault audit enable` as soon as it is active (by Start
+	// for a dev server, by Init otherwise). OpenBao 2.x refuses that through
+	// the API by default ("cannot enable audit device via API; use
+	// declarative, config-based audit device management instead"), so a bao
+	// server gets it from an audit stanza in its config file, which a dev
+	// server reads beside its dev flags.
+	AuditLog string
 
 	// What StartCluster sets for its nodes: the API and cluster ports on
 	// 127.0.0.1 (0: free ports); the plugin directory, which must hold the
@@ -70,7 +80,7 @@ type Options struct {
 	retryJoin         []string
 }
 
-// Server is one running (or stopped) Vault server process.
+// Server is one running (or stopped) Vault or OpenBao server process.
 type Server struct {
 	// Opts are the options it runs with, defaults filled in.
 	Opts Options
@@ -80,7 +90,7 @@ type Server struct {
 	PluginDir, LogPath string
 
 	env        Env
-	configPath string // of a non-dev server
+	configPath string // of a non-dev server, or of a bao dev server's audit stanza
 	// owner is the test that created the server: its processes live until
 	// that test ends, whichever subtest restarts them.
 	owner testing.TB
@@ -93,14 +103,16 @@ type Server struct {
 	transcript []*Result
 }
 
-// Start starts a server. A dev server is ready on return; a file server is
-// listening but, the first time, uninitialised: call Init.
+// Start starts a server of env.Kind. A dev server is ready on return (with
+// its audit device); a file server is listening but, the first time,
+// uninitialised: call Init.
 func Start(t testing.TB, env Env, opts Options) *Server {
 	t.Helper()
 	s := newServer(t, env, opts)
 	s.start(t)
 	if opts.Storage == StorageDev {
 		s.WaitActive(t)
+		s.enableAuditByAPI(t)
 	}
 	return s
 }
@@ -108,7 +120,7 @@ func Start(t testing.TB, env Env, opts Options) *Server {
 func newServer(t testing.TB, env Env, opts Options) *Server {
 	t.Helper()
 	if opts.Name == "" {
-		opts.Name = "vault"
+		opts.Name = env.Kind.Command()
 	}
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
@@ -144,22 +156,52 @@ func newServer(t testing.TB, env Env, opts Options) *Server {
 	} else {
 		s.plugin = pluginIn(t, env, s.PluginDir)
 	}
+	var config string
 	if opts.Storage != StorageDev {
-		s.configPath = filepath.Join(opts.Dir, opts.Name+".hcl")
-		if err := os.WriteFile(s.configPath, []byte(s.configHCL()), 0o600); err != nil {
-			t.Fatalf("vaulttest: writing the server config: %v", err)
-		}
+		config = s.configHCL()
 	} else {
 		s.rootToken = devRootToken
+		config = s.auditHCL()
+	}
+	if config != "" {
+		s.configPath = filepath.Join(opts.Dir, opts.Name+".hcl")
+		if err := os.WriteFile(s.configPath, []byte(config), 0o600); err != nil {
+			t.Fatalf("vaulttest: writing the server config: %v", err)
+		}
 	}
 	return s
+}
+
+// auditHCL is the audit stanza of a bao server's config file: how OpenBao
+// gets the file audit device of Options.AuditLog ("" for Vault, which gets
+// it through the API, and when there is none).
+func (s *Server) auditHCL() string {
+	if s.env.Kind != OpenBao || s.Opts.AuditLog == "" {
+		return ""
+	}
+	return fmt.Sprintf("audit \"file\" \"file\" {\n  options {\n    file_path = %q\n  }\n}\n", s.Opts.AuditLog)
+}
+
+// enableAuditByAPI enables the file audit device of Options.AuditLog on an
+// active Vault server as a user would, with `vault audit enable`. OpenBao's
+// comes from its config file (auditHCL).
+func (s *Server) enableAuditByAPI(t testing.TB) {
+	t.Helper()
+	if s.env.Kind != Vault || s.Opts.AuditLog == "" {
+		return
+	}
+	s.CLI().MustRun(t, "audit", "enable", "file", "file_path="+s.Opts.AuditLog)
 }
 
 // configHCL is a non-dev server's config file.
 func (s *Server) configHCL() string {
 	o := s.Opts
 	var b strings.Builder
-	fmt.Fprintf(&b, "disable_mlock = true\nui = false\n")
+	if s.env.Kind == Vault {
+		// OpenBao 2.x has no mlock, and warns about the field.
+		b.WriteString("disable_mlock = true\n")
+	}
+	b.WriteString("ui = false\n")
 	fmt.Fprintf(&b, "api_addr = %q\ncluster_addr = %q\n", s.Addr, fmt.Sprintf("https://127.0.0.1:%d", o.clusterPort))
 	fmt.Fprintf(&b, "plugin_directory = %q\n", s.PluginDir)
 	fmt.Fprintf(&b, "listener \"tcp\" {\n  address = %q\n  cluster_address = %q\n  tls_disable = true\n}\n",
@@ -175,6 +217,7 @@ func (s *Server) configHCL() string {
 		}
 		b.WriteString("}\n")
 	}
+	b.WriteString(s.auditHCL())
 	return b.String()
 }
 
@@ -193,6 +236,11 @@ func (s *Server) start(t testing.TB) {
 			"-dev-plugin-dir=" + s.PluginDir,
 			"-dev-no-store-token",
 		}
+		if s.configPath != "" {
+			// The dev flags and a config file combine: bao reads its audit
+			// stanza there.
+			args = append(args, "-config="+s.configPath)
+		}
 	} else {
 		args = []string{"server", "-config=" + s.configPath}
 	}
@@ -200,12 +248,15 @@ func (s *Server) start(t testing.TB) {
 	// The dev server would otherwise advertise itself to a developer's shell
 	// through ~/.vault-token; keep HOME inside the test.
 	env := append(cleanEnv(), "HOME="+s.Opts.Dir)
-	p := startProcess(t, s.owner, "vault server "+s.Opts.Name, s.LogPath, env, s.env.VaultBin, args...)
+	p := startProcess(t, s.owner, s.env.Kind.Command()+" server "+s.Opts.Name, s.LogPath, env, s.env.ServerBin, args...)
 	s.mu.Lock()
 	s.proc = p
 	s.mu.Unlock()
 	s.waitListening(t)
 }
+
+// Kind is the server this is: Vault or OpenBao.
+func (s *Server) Kind() Kind { return s.env.Kind }
 
 // Process is the current server process.
 func (s *Server) Process() *Process {
@@ -328,7 +379,7 @@ func (s *Server) poll(t testing.TB, what string, check func() error) {
 }
 
 // Init initialises a non-dev server with one unseal key, keeps the root token
-// and key, and unseals it.
+// and key, unseals it and enables its audit device (Options.AuditLog).
 func (s *Server) Init(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
@@ -340,6 +391,7 @@ func (s *Server) Init(t testing.TB) {
 	s.setCredentials(resp.RootToken, resp.Keys)
 	s.unseal(t)
 	s.WaitActive(t)
+	s.enableAuditByAPI(t)
 }
 
 // unseal submits the unseal keys and waits until the server is unsealed
@@ -393,7 +445,9 @@ func (s *Server) startAgain(t testing.TB) {
 	s.start(t)
 	switch {
 	case s.Opts.Storage == StorageDev:
+		// In memory: everything, the audit device too, starts afresh.
 		s.WaitActive(t)
+		s.enableAuditByAPI(t)
 	case len(s.unsealKeys()) > 0:
 		s.unseal(t)
 	}
