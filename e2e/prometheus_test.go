@@ -32,7 +32,9 @@ const scrapeTimeout = 60 * time.Second
 // (examples/prometheus), scrapes a mount's metrics through a real Vault with
 // a token that may read them and nothing else; what it stores follows what
 // the fake did, and an alert of the example rules fires on real metrics.
-func TestPrometheusScrapesMountMetricsThroughVault(t *testing.T) { forEachServer(t, testPrometheusScrapesMountMetricsThroughVault) }
+func TestPrometheusScrapesMountMetricsThroughVault(t *testing.T) {
+	forEachServer(t, testPrometheusScrapesMountMetricsThroughVault)
+}
 
 func testPrometheusScrapesMountMetricsThroughVault(t *testing.T, server vaulttest.Kind) {
 	// Tokens of 5 minutes: within the 10 minutes of MiraklTokenExpiringSoon,
