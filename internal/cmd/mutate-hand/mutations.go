@@ -9,7 +9,7 @@ type mutation struct {
 var mutations = []mutation{
 	// Wiring: what Vault calls, as it calls it.
 	{"backend: invalidate misses the config key", "backend.go",
-		"if key == configStorageKey {", `if key == "config/" {`, "wiring: Vault's InvalidateKey"},
+		"if key == configStorageKey || key == tokenStorageKey {", `if key == "config/" || key == tokenStorageKey {`, "wiring: Vault's InvalidateKey"},
 	{"backend: periodic function not wired", "backend.go",
 		"PeriodicFunc:   b.periodic,", "", "wiring: RollbackOperation"},
 	{"backend: seal wrap names another key", "backend.go",
