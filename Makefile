@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 # proxy even where the installed Go defaults to GOTOOLCHAIN=local.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: all build test test-unit test-props test-rules test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck mutate mutate-hand
+.PHONY: all build test test-deps test-unit test-props test-rules test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck mutate mutate-hand
 
 all: build
 
@@ -20,7 +20,11 @@ build:
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/$(PLUGIN) ./cmd/$(PLUGIN)
 
 ## test: the whole suite: unit tests, the alert rules' tests, then end-to-end tests against a real Vault (and OpenBao, when found)
-test: test-unit test-rules test-e2e
+test: test-deps test-unit test-rules test-e2e
+
+## test-deps: install what the tests need beyond Go where the machine can (Debian's prometheus package)
+test-deps:
+	@scripts/test-deps.sh
 
 ## test-unit: the engine in-process; needs no Vault
 test-unit:
