@@ -38,27 +38,7 @@ func TestSecretHygiene(t *testing.T) {
 	// echoing server chose) to the one who knows the secret anyway.
 	var seen, seenByWriters []string
 	record := func(resp *logical.Response, err error) {
-		if err != nil {
-			seen = append(seen, err.Error())
-		}
-		if resp == nil {
-			return
-		}
-		if resp.IsError() {
-			seen = append(seen, resp.Error().Error())
-		}
-		data := make(map[string]any, len(resp.Data))
-		for k, v := range resp.Data {
-			if k != "access_token" { // the one place a token belongs
-				data[k] = v
-			}
-		}
-		raw, _ := json.Marshal(struct {
-			Data     map[string]any
-			Warnings []string
-			Secret   *logical.Secret
-		}{data, resp.Warnings, resp.Secret})
-		seen = append(seen, string(raw))
+		seen = append(seen, visibleTexts(resp, err, true)...)
 	}
 	configure := func(extra map[string]any) {
 		data := map[string]any{"client_id": testClientID, "client_secret": hygieneSecret, "token_url": fake.TokenURL(), "request_timeout": "1s"}

@@ -543,25 +543,7 @@ func (h *history) expectRequests(step func(), held bool) {
 // checkClean is promise 1 for one answer. secretGiven: the request carried
 // the secret itself, so Mirakl's error_description may come back to it.
 func (h *history) checkClean(what string, resp *logical.Response, err error, secretGiven bool) {
-	var texts []string
-	if err != nil {
-		texts = append(texts, err.Error())
-	}
-	if resp != nil {
-		data := make(map[string]any, len(resp.Data))
-		for k, v := range resp.Data {
-			if k != "access_token" || what != "token read" {
-				data[k] = v
-			}
-		}
-		raw, _ := json.Marshal(struct {
-			Data     map[string]any
-			Warnings []string
-			Secret   *logical.Secret
-		}{data, resp.Warnings, resp.Secret})
-		texts = append(texts, string(raw))
-	}
-	for _, text := range texts {
+	for _, text := range visibleTexts(resp, err, what == "token read") {
 		for _, needle := range h.needles(secretGiven) {
 			if strings.Contains(text, needle) {
 				h.t.Fatalf("%s: an answer holds a secret or a token (%q): %s", what, needle, text)

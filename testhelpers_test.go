@@ -237,6 +237,34 @@ func requireStatus(t *testing.T, resp *logical.Response, err error, status int, 
 	}
 }
 
+// visibleTexts is everything a caller could see of an answer, as text: the
+// error, the error response, and the data, warnings and lease, without the
+// access_token of a token read (the one place a token belongs).
+func visibleTexts(resp *logical.Response, err error, tokenRead bool) []string {
+	var texts []string
+	if err != nil {
+		texts = append(texts, err.Error())
+	}
+	if resp == nil {
+		return texts
+	}
+	if resp.IsError() {
+		texts = append(texts, resp.Error().Error())
+	}
+	data := make(map[string]any, len(resp.Data))
+	for k, v := range resp.Data {
+		if k != "access_token" || !tokenRead {
+			data[k] = v
+		}
+	}
+	raw, _ := json.Marshal(struct {
+		Data     map[string]any
+		Warnings []string
+		Secret   *logical.Secret
+	}{data, resp.Warnings, resp.Secret})
+	return append(texts, string(raw))
+}
+
 // serialized is everything a client could see of a response.
 func serialized(t *testing.T, resp *logical.Response) string {
 	t.Helper()
