@@ -50,7 +50,7 @@ var mutations = []mutation{
 	{"gate: Retry-After not capped", "gate.go",
 		"asked := min(upstream.RetryAfter, maxRetryAfter)", "asked := upstream.RetryAfter", "a limit left out"},
 	{"gate: a replaced secret's refusal carried over", "gate.go",
-		"	if refused && !sameCredentials {\n		return\n	}\n", "", "a rule forgotten on one path"},
+		"	if refused && !sameCredentials {\n", "	if false && refused && !sameCredentials {\n", "a rule forgotten on one path"},
 	{"mount: the replaced state is not closed", "mount.go",
 		"		old.close()\n", "", "a dropped statement"},
 
