@@ -45,7 +45,9 @@ const propsChecks = "60"
 //  5. a write that fails changes nothing stored;
 //  6. when a history ends, its goroutines are gone;
 //  7. a restart (a new backend on the same storage) serves the token the old
-//     process had, if still good enough, without asking Mirakl.
+//     process had, if still good enough, without asking Mirakl;
+//  8. mirakl/status and mirakl/metrics count the same requests, no more
+//     than Mirakl saw, and the metrics hold nothing secret.
 //
 // The operations go through the framework as Vault calls it: HandleRequest
 // for paths and leases (with the lease's secret type as Vault stored it),
@@ -592,5 +594,29 @@ func (h *history) checkLogs(*rapid.T) {
 	}
 	if outcome, ok := status["last_request_outcome"]; ok && outcome == "token" && requests == failures {
 		h.t.Fatal("status says the last request brought a token, and counts no success")
+	}
+
+	// mirakl/metrics: the same counts as status, and nothing secret.
+	resp, err := h.backend.HandleRequest(h.ctx, &logical.Request{Operation: logical.ReadOperation, Path: "metrics", Storage: h.storage, MountPoint: "mirakl/"})
+	if err != nil || resp == nil {
+		h.t.Fatalf("metrics: %v", err)
+	}
+	body, _ := resp.Data[logical.HTTPRawBody].([]byte)
+	for _, needle := range h.needles(false) {
+		if bytes.Contains(body, []byte(needle)) {
+			h.t.Fatalf("the metrics hold a secret or a token (%q)", needle)
+		}
+	}
+	var total float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "mirakl_token_requests_total{") {
+			var n float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &n); err == nil {
+				total += n
+			}
+		}
+	}
+	if total != float64(requests) {
+		h.t.Fatalf("the metrics count %.0f requests, status %d", total, requests)
 	}
 }
