@@ -54,13 +54,15 @@ func measureRollover(t *testing.T, ctx context.Context, srv *vaulttest.Server, r
 		mustDo(t, "enabling "+mount, root.Sys().Mount(mount, &api.MountInput{Type: vaulttest.DefaultPluginName}))
 		configure(t, root, mount, fake, map[string]any{"min_ttl": rolloverMinTTL}) // verified: the token is cached
 		issued, _ := fake.IssuedAt(fake.IssuedTokens()[0])
-		// Healthy: across two rollovers. Otherwise until two seconds before
-		// the cached token expires: after that a read has nothing valid to
-		// serve and must wait, as it should.
+		// Healthy: across two rollovers. Otherwise until three seconds before
+		// the cached token expires: a token is served while at least two
+		// seconds are left (its lease rounded down, and a second's margin);
+		// after that a read has nothing valid to serve and must wait, as it
+		// should.
 		until := issued.Add(2 * rolloverExpiresIn * time.Second)
 		if sc.fault != nil {
 			fake.FailRandomly(1, *sc.fault)
-			until = issued.Add(rolloverExpiresIn*time.Second - 2*time.Second)
+			until = issued.Add(rolloverExpiresIn*time.Second - 3*time.Second)
 		}
 		before := fake.Requests()
 		var window, control []time.Duration
