@@ -62,7 +62,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	}
 
 	// Leases are counted in whole seconds: round down, so that no lease
-	// outlives its token (servable leaves at least a second).
+	// outlives its token (servable leaves at least two seconds).
 	left := max(tok.remaining(b.now()).Truncate(time.Second), time.Second)
 	data := map[string]any{
 		"access_token": tok.AccessToken,
