@@ -396,6 +396,7 @@ func TestOAuthErrorDescriptionOnlyForTheSecretsWriter(t *testing.T) {
 		{"invalid_request", strings.Repeat("x", 200), `error "invalid_request": ` + strings.Repeat("x", 200)},
 		{"invalid_request", strings.Repeat("y", 201), `error "invalid_request": ` + strings.Repeat("y", 200) + "..."},
 		{"invalid_request", "", `error "invalid_request"`},
+		{"invalid_request", "\n\tleading and trailing\r\n", `error "invalid_request": leading and trailing`},
 	}
 	for _, tc := range cases {
 		fake := fakemirakl.New(testClientID, secret)

@@ -484,3 +484,67 @@ func TestReaderCancelLeavesOthersTheirToken(t *testing.T) {
 		t.Fatalf("%d requests, want the one shared", got)
 	}
 }
+
+// Each field's limit is inclusive, and every printable ASCII character is a
+// credential character, space and '~' included.
+func TestConfigFieldsAtTheirLimits(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	secret := "~ " + strings.Repeat("~", maxClientSecretBytes-2)
+	id := "id with spaces ~" + strings.Repeat("i", maxClientIDBytes-16)
+	env.fake.SetCredentials(id, secret)
+	resp, err := env.WriteConfig(map[string]any{"client_id": id, "client_secret": secret, "min_ttl": "24h",
+		"token_url": env.fake.TokenURL() + "?~" + strings.Repeat("q", maxTokenURLBytes-len(env.fake.TokenURL())-2), "verify": false})
+	requireOK(t, resp, err)
+	resp, err = env.ReadConfig()
+	requireOK(t, resp, err)
+	if resp.Data["client_id"] != id || resp.Data["min_ttl"] != int64(24*60*60) || len(resp.Data["token_url"].(string)) != maxTokenURLBytes {
+		t.Fatalf("a config at its limits was not stored as written: %v", resp.Data)
+	}
+}
+
+// A refusal is carried over to a config that keeps the credentials (the
+// hold goes on), and not to one that changes them (its first read asks).
+func TestGateCarriesARefusalOnlyWithTheSameCredentials(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		update map[string]any
+		held   bool
+	}{
+		"same credentials":  {map[string]any{"min_ttl": "5m", "verify": false}, true},
+		"another client_id": {map[string]any{"client_id": "another-id", "verify": false}, false},
+		"another secret":    {map[string]any{"client_secret": "another-secret", "verify": false}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			env := newTestEnv(t)
+			env.Configure(map[string]any{"verify": false})
+			env.fake.SetCredentials(testClientID, "rotated-at-mirakl")
+			resp, err := env.ReadToken(nil)
+			requireStatus(t, resp, err, http.StatusBadGateway, "Mirakl refused the credentials")
+			resp, err = env.WriteConfig(tc.update)
+			requireOK(t, resp, err)
+			requests := env.fake.Requests()
+			_, _ = env.ReadToken(nil)
+			if asked := env.fake.Requests() > requests; asked == tc.held {
+				t.Fatalf("after the update, the read asked Mirakl: %v; want %v", asked, !tc.held)
+			}
+		})
+	}
+}
+
+// Any 2xx with a token body is a token, 299 included; 3xx never is. (A 1xx
+// is informational: the client waits for the final answer.)
+func TestTokenAnswerStatusRanges(t *testing.T) {
+	t.Parallel()
+	body := `{"token_type":"Bearer","access_token":"` + testTokenPrefix + `ranged","expires_in":3599}`
+	for status, served := range map[int]bool{200: true, 201: true, 299: true, 300: false} {
+		env := newTestEnv(t)
+		env.Configure(map[string]any{"verify": false})
+		env.fake.Enqueue(fakemirakl.Fault{Status: status, Body: body, ContentType: "application/json"})
+		resp, err := env.ReadToken(nil)
+		if got := err == nil && resp != nil && !resp.IsError(); got != served {
+			t.Fatalf("HTTP %d with a token body: served %v, want %v (%v)", status, got, served, err)
+		}
+	}
+}
