@@ -41,16 +41,17 @@ func main() {
 		}
 		total++
 		verdict, detail := try(root, m, *timeout)
-		if verdict != "survived" {
+		switch verdict {
+		case "caught", "timeout":
 			caught++
-		} else {
-			survivors = append(survivors, m.name)
+		default: // survived; stale or not compiling: the mutation itself needs mending
+			survivors = append(survivors, verdict+": "+m.name)
 		}
 		fmt.Printf("%-9s %-48s %s\n", verdict, m.name, detail)
 	}
 	fmt.Printf("\n%d of %d caught (%.0f%%)\n", caught, total, 100*float64(caught)/float64(max(total, 1)))
 	for _, s := range survivors {
-		fmt.Println("survived:", s)
+		fmt.Println(s)
 	}
 	if total > 0 && caught*10 < total*9 {
 		os.Exit(1)
@@ -89,6 +90,8 @@ func try(root string, m mutation, timeout time.Duration) (verdict, detail string
 		return "timeout", "tests did not finish within " + timeout.String()
 	case err == nil:
 		return "survived", m.why
+	case strings.Contains(string(out), "[build failed]"):
+		return "no-build", "the mutant does not compile: update mutations.go"
 	default:
 		return "caught", firstFailure(string(out))
 	}
