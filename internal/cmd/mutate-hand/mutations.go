@@ -93,7 +93,7 @@ var mutations = []mutation{
 	{"metrics: the duration left out", "metrics.go",
 		"	m.durations.Observe(ended.Sub(started).Seconds())\n", "", "a dropped statement"},
 	{"metrics: the mount label dropped", "metrics.go",
-		"			metric.Label = append(metric.Label, mount)\n", "", "a label dropped"},
+		"			metric.Label = append(metric.Label, mount)\n", "			_ = mount\n", "a label dropped"},
 
 	{"status: a refusal shown as unavailable", "path_status.go",
 		`			return "refused", upstream.Status`, `			return "unavailable", upstream.Status`, "a class mislabelled"},
