@@ -248,6 +248,10 @@ func (h *history) writeConfig(t *rapid.T) {
 	if h.stored == nil || rapid.Bool().Draw(t, "full") {
 		data["client_id"] = propsClientID
 		data["token_url"] = h.fakeURL
+		// Short, so that no attempt waits out a Retry-After: histories
+		// take milliseconds, and a mutant that made them wait would take
+		// minutes rather than fail.
+		data["request_timeout"] = rapid.SampledFrom([]string{"1s", "5s"}).Draw(t, "request_timeout of a full write")
 	}
 	// Mostly what an admin writes, now and then what an attacker or a typo does.
 	switch rapid.IntRange(0, 9).Draw(t, "secret") {
