@@ -27,7 +27,7 @@ func (e *testEnv) newNode() *backend {
 		e.t.Fatal(err)
 	}
 	b.retries = e.backend.retries
-	e.t.Cleanup(func() { b.Cleanup(context.Background()) })
+	e.t.Cleanup(func() { cleanupWithin(e.t, b) })
 	return b
 }
 

@@ -1,7 +1,6 @@
 package mirakl
 
 import (
-	"context"
 	"encoding/json"
 	"maps"
 	"slices"
@@ -9,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
@@ -20,22 +18,6 @@ import (
 // secret type and internal data) written out as literals rather than taken
 // from the constants they pin. A renamed constant, or a hook left unwired,
 // fails here even where the functions behind them are tested directly.
-
-// otherNode is a second backend on the env's storage and clock: the same
-// mount on another node of the cluster, or after a restart.
-func (e *testEnv) otherNode() logical.Backend {
-	e.t.Helper()
-	config := logical.TestBackendConfig()
-	config.StorageView = e.storage
-	config.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: e.logs})
-	b, err := newBackend(context.Background(), config, e.clock.Now)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	b.retries = e.backend.retries
-	e.t.Cleanup(func() { cleanupWithin(e.t, b) })
-	return b
-}
 
 // readTokenOn reads mount/token from b and returns the response.
 func (e *testEnv) readTokenOn(b logical.Backend) *logical.Response {
@@ -52,7 +34,7 @@ func TestInvalidateKeyThroughTheFramework(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t)
 	env.Configure(map[string]any{"verify": false})
-	other := env.otherNode()
+	other := env.newNode()
 	first := env.readTokenOn(other).Data["access_token"]
 
 	// The active node rotates the credentials to a new endpoint.
@@ -218,7 +200,7 @@ func TestConfigAsStorageHoldsIt(t *testing.T) {
 	if err := env.storage.Put(env.ctx, &logical.StorageEntry{Key: "config", Value: []byte(old)}); err != nil {
 		t.Fatal(err)
 	}
-	restarted := env.otherNode()
+	restarted := env.newNode()
 	resp, err := restarted.HandleRequest(env.ctx, &logical.Request{Operation: logical.ReadOperation, Path: "config", Storage: env.storage})
 	requireOK(t, resp, err)
 	requireData(t, "the earlier version's config", resp.Data, map[string]any{
