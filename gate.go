@@ -150,17 +150,16 @@ func (g *gate) lastFailure() error {
 	return g.failure
 }
 
-// gateStatus is what mirakl/status shows of the gate: nothing secret.
+// gateStatus is what mirakl/status and mirakl/metrics show of the gate:
+// nothing secret. Requests are held while reopensAt is ahead (it is zero
+// after a success); after a refusal, background attempts stop until one.
 type gateStatus struct {
-	failing           bool
-	reopensAt         time.Time
-	refused           bool
-	backgroundStopped bool
+	reopensAt time.Time
+	refused   bool
 }
 
 func (g *gate) status() gateStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	refused := g.refusedLocked()
-	return gateStatus{failing: g.failure != nil, reopensAt: g.reopensAt, refused: refused, backgroundStopped: refused}
+	return gateStatus{reopensAt: g.reopensAt, refused: g.refusedLocked()}
 }

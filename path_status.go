@@ -61,7 +61,7 @@ func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *frame
 		data["token_read"] = tok.read.Load()
 	}
 	gate := mount.cache.gate.status()
-	held := gate.failing && gate.reopensAt.After(now)
+	held := gate.reopensAt.After(now)
 	if held {
 		data["next_attempt"] = formatTime(gate.reopensAt)
 	}
@@ -70,7 +70,7 @@ func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *frame
 	if held && gate.refused {
 		data["refusal_hold_until"] = formatTime(gate.reopensAt)
 	}
-	data["background_refresh_stopped"] = gate.backgroundStopped
+	data["background_refresh_stopped"] = gate.refused
 	return &logical.Response{Data: data}, nil
 }
 
