@@ -35,6 +35,9 @@ type backend struct {
 	now func() time.Time
 	// retries is the retry policy within one token request; tests shorten it.
 	retries retryPolicy
+	// fresherWait bounds a reader's wait for a token with more life than
+	// the cached one (path_token.go); tests shorten it.
+	fresherWait time.Duration
 
 	// The mount's config with its client and token cache stays in memory so
 	// that a cached token read touches neither storage nor the network. nil
@@ -61,7 +64,7 @@ type backend struct {
 
 // newBackend builds a mount's backend on the given clock.
 func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() time.Time) (*backend, error) {
-	b := &backend{now: now, retries: defaultRetryPolicy}
+	b := &backend{now: now, retries: defaultRetryPolicy, fresherWait: fresherWait}
 	b.tokens.storage = conf.StorageView // token_store.go: writes outside any request
 	b.alive, b.stop = context.WithCancel(context.Background())
 	b.metrics = newMountMetrics(b)

@@ -45,6 +45,10 @@ var (
 const (
 	// maxResponseBytes bounds what we read of an answer; real ones are a few KiB.
 	maxResponseBytes = 256 << 10
+	// maxResponseHeaderBytes bounds an answer's headers, and a proxy's answer
+	// to CONNECT (Go reads both under this limit; its default is 10 MiB, in
+	// the process that serves every mount). Real ones are under 8 KiB.
+	maxResponseHeaderBytes = 64 << 10
 	// minExpiresIn refuses tokens too short-lived to be shared: every read would
 	// be a request to Mirakl.
 	minExpiresIn = 3
@@ -184,7 +188,9 @@ type tokenClient struct {
 	tokenURL     string
 	timeout      time.Duration
 	now          func() time.Time
-	http         *retryablehttp.Client
+	// http retries within a request; probe makes one HTTP request, for
+	// when the gate has closed (gate.admit): both share one transport.
+	http, probe *retryablehttp.Client
 }
 
 // retryPolicy bounds retries within one request; tests shorten the waits.
@@ -210,6 +216,8 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, now func() time.Time,
 		transport.TLSClientConfig.RootCAs = pool
 	}
 
+	transport.MaxResponseHeaderBytes = maxResponseHeaderBytes
+
 	c := &tokenClient{
 		clientID:     cfg.ClientID,
 		clientSecret: cfg.ClientSecret,
@@ -217,16 +225,22 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, now func() time.Time,
 		timeout:      cfg.RequestTimeout,
 		now:          now,
 	}
-	c.http = &retryablehttp.Client{
+	// One hung attempt must not eat the whole request_timeout: leave room for retries.
+	c.http = c.newRetryingClient(transport, policy.MaxRetries, cfg.RequestTimeout/3, policy, logger)
+	c.probe = c.newRetryingClient(transport, 0, cfg.RequestTimeout, policy, logger)
+	return c, nil
+}
+
+func (c *tokenClient) newRetryingClient(transport http.RoundTripper, retries int, attemptTimeout time.Duration, policy retryPolicy, logger hclog.Logger) *retryablehttp.Client {
+	client := &retryablehttp.Client{
 		HTTPClient: &http.Client{
 			Transport: transport,
 			// A redirect would carry the form, secret included, to wherever
 			// the Location points: the answer is judged as it is instead.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-			// One hung attempt must not eat the whole request_timeout: leave room for retries.
-			Timeout: cfg.RequestTimeout / 3,
+			Timeout:       attemptTimeout,
 		},
-		RetryMax:     policy.MaxRetries,
+		RetryMax:     retries,
 		RetryWaitMin: policy.WaitMin,
 		RetryWaitMax: policy.WaitMax,
 		CheckRetry:   c.checkRetry,
@@ -237,9 +251,9 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, now func() time.Time,
 	if logger != nil {
 		// retryablehttp logs each failed attempt with the transport's error,
 		// which can quote what the endpoint sent: attempts are ours to describe.
-		c.http.Logger = quietLogger{logger}
+		client.Logger = quietLogger{logger}
 	}
-	return c, nil
+	return client
 }
 
 // quietLogger passes on retryablehttp's debug lines (method and URL) and
@@ -251,10 +265,10 @@ func (l quietLogger) Error(string, ...any) {}
 // close drops idle connections of a client that a new config replaced.
 func (c *tokenClient) close() { c.http.HTTPClient.CloseIdleConnections() }
 
-// fetch performs one exchange, retries included, bounded by request_timeout:
-// the form goes out, at most maxResponseBytes come back, and the answer is
-// judged by its status in one place.
-func (c *tokenClient) fetch(ctx context.Context) (*fetchedToken, error) {
+// fetch performs one exchange, retries included unless it is a probe,
+// bounded by request_timeout: the form goes out, at most maxResponseBytes
+// come back, and the answer is judged by its status in one place.
+func (c *tokenClient) fetch(ctx context.Context, probe bool) (*fetchedToken, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
@@ -272,7 +286,11 @@ func (c *tokenClient) fetch(ctx context.Context) (*fetchedToken, error) {
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "vault-plugin-mirakl/"+Version)
 
-	resp, err := c.http.Do(req)
+	client := c.http
+	if probe {
+		client = c.probe
+	}
+	resp, err := client.Do(req)
 	if resp != nil {
 		defer func() { _ = resp.Body.Close() }()
 	}
@@ -334,20 +352,14 @@ func (c *tokenClient) judge(resp *http.Response, body []byte) (*fetchedToken, er
 	if err := json.Unmarshal(body, &answer); err != nil {
 		return nil, failure(ErrInvalidResponse, failNotJSON)
 	}
-	if answer.AccessToken == "" {
-		return nil, failure(ErrInvalidResponse, failNoAccessToken)
+	tok := &fetchedToken{
+		AccessToken:   answer.AccessToken,
+		TokenType:     answer.TokenType,
+		TargetApp:     answer.TargetApp,
+		ResourceOwner: answer.ResourceOwner,
 	}
-	if !isAccessToken(answer.AccessToken) {
-		return nil, failure(ErrInvalidResponse, failBadAccessToken)
-	}
-	if answer.TokenType == "" {
-		return nil, failure(ErrInvalidResponse, failNoTokenType)
-	}
-	if !strings.EqualFold(answer.TokenType, "Bearer") {
-		return nil, failure(ErrInvalidResponse, failNotBearer)
-	}
-	if !isInfoField(answer.TargetApp) || !isInfoField(answer.ResourceOwner) {
-		return nil, failure(ErrInvalidResponse, failBadInfoField)
+	if class := tok.problem(); class != "" {
+		return nil, failure(ErrInvalidResponse, class)
 	}
 	expiresIn, class, detail := parseExpiresIn(answer.ExpiresIn)
 	if class != "" {
@@ -355,13 +367,32 @@ func (c *tokenClient) judge(resp *http.Response, body []byte) (*fetchedToken, er
 		upstream.Detail = detail
 		return nil, upstream
 	}
-	return &fetchedToken{
-		AccessToken:   answer.AccessToken,
-		TokenType:     "Bearer",
-		ExpiresIn:     expiresIn,
-		TargetApp:     answer.TargetApp,
-		ResourceOwner: answer.ResourceOwner,
-	}, nil
+	tok.TokenType, tok.ExpiresIn = "Bearer", expiresIn
+	return tok, nil
+}
+
+// problem is what makes a token unusable, as a fail* class ("" if nothing),
+// but its lifetime: the one check of what a token holds, for an answer from
+// Mirakl and for an entry restored from storage alike.
+func (f *fetchedToken) problem() string {
+	switch {
+	case f.AccessToken == "":
+		return failNoAccessToken
+	case !isAccessToken(f.AccessToken):
+		return failBadAccessToken
+	case f.TokenType == "":
+		return failNoTokenType
+	case !strings.EqualFold(f.TokenType, "Bearer"):
+		return failNotBearer
+	case !isInfoField(f.TargetApp) || !isInfoField(f.ResourceOwner):
+		return failBadInfoField
+	}
+	return ""
+}
+
+// usableLifetime: the range of lifetimes parseExpiresIn accepts.
+func usableLifetime(d time.Duration) bool {
+	return d >= minExpiresIn*time.Second && d <= maxExpiresIn*time.Second
 }
 
 // isAccessToken: RFC 6750's b64token (what may follow "Bearer " in a
@@ -476,10 +507,29 @@ func parseExpiresIn(raw json.RawMessage) (expiresIn time.Duration, class, detail
 }
 
 // normaliseDescription makes an error_description fit to show the writer
-// who sent the secret: printable ASCII with runs of anything else as one
-// space (so that a secret split by a control or format character is joined
-// back before it is looked for), the secret removed, and short. Linear time.
+// who sent the secret: the secret removed first, from the whole text as it
+// came (at most maxResponseBytes), then printable ASCII with runs of anything
+// else as one space, the secret removed again as normalising would spell it,
+// and only then cut short. Redaction comes before anything that could split
+// or join the secret. Linear time.
 func (c *tokenClient) normaliseDescription(text string) string {
+	const redacted = "[redacted]"
+	if c.clientSecret != "" {
+		text = strings.ReplaceAll(text, c.clientSecret, redacted)
+	}
+	field := normaliseText(text)
+	if secret := normaliseText(c.clientSecret); secret != "" {
+		field = strings.ReplaceAll(field, secret, redacted)
+	}
+	if len(field) > maxDescriptionLen {
+		field = field[:maxDescriptionLen] + "..."
+	}
+	return field
+}
+
+// normaliseText keeps printable ASCII and turns each run of anything else,
+// spaces included, into one space, trimmed at both ends.
+func normaliseText(text string) string {
 	var b strings.Builder
 	space := false
 	for _, r := range text {
@@ -492,18 +542,8 @@ func (c *tokenClient) normaliseDescription(text string) string {
 			space = false
 		}
 		b.WriteRune(r)
-		if b.Len() > 4*maxDescriptionLen {
-			break // the rest cannot be shown anyway
-		}
 	}
-	field := b.String()
-	if c.clientSecret != "" {
-		field = strings.ReplaceAll(field, c.clientSecret, "[redacted]")
-	}
-	if len(field) > maxDescriptionLen {
-		field = field[:maxDescriptionLen] + "..."
-	}
-	return field
+	return b.String()
 }
 
 // mediaType is the answer's media type if it is one we know, else "other".

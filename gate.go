@@ -14,9 +14,15 @@ const (
 	// read, rather than one per read.
 	gateFirstWait = 5 * time.Second
 	gateLastWait  = time.Minute
-	// refusalHold is the least wait after Mirakl refused the credentials: a
-	// bad secret must not turn every read into a request.
-	refusalHold = 30 * time.Second
+	// refusalHold to refusalLastWait: after Mirakl refused the credentials,
+	// the wait starts at 30 seconds and doubles with each refusal in a row up
+	// to five minutes. A bad secret must not turn every read into a request;
+	// but a refusal holds, it does not stop: background refreshes go on at
+	// that pace, so that a token is replaced before it runs out whenever
+	// Mirakl recovers from a short refusal (a refresh starts 12 minutes before
+	// a default token expires, leaving room for at least two attempts).
+	refusalHold     = 30 * time.Second
+	refusalLastWait = 5 * time.Minute
 	// maxRetryAfter caps the Retry-After the gate honours. Mirakl's tokens
 	// live an hour and are refreshed from min_ttl plus two minutes (12
 	// minutes by default) before they expire: five minutes leaves room for
@@ -29,8 +35,12 @@ const (
 type requestPurpose int
 
 const (
-	// forReader: a read that found nothing valid, or less life than it wants.
+	// forReader: a read that found no valid token: it cannot be served
+	// without one.
 	forReader requestPurpose = iota
+	// forFresher: a read that found a valid token with less life than it
+	// asked for on its own read (min_ttl): it can be served without one.
+	forFresher
 	// forBackground: a refresh ahead, from a read, a renewal or the periodic function.
 	forBackground
 	// forConfigCheck: a config write with verify, an admin asking "try now".
@@ -39,20 +49,25 @@ const (
 
 // gate is the one decision on whether a request may go to Mirakl now. Every
 // request of a mount's state asks it (tokenCache.request) and it answers
-// "send" (nil) or "fail fast" with the last failure and when the next
-// attempt is due. After a failure nothing goes out until reopensAt (backoff,
-// Retry-After, refusal hold); after a refusal, background refreshes stop until
-// a request succeeds. A config check passes everything but Mirakl's own
-// Retry-After: it is an admin's explicit request, one per write.
+// "send" (nil, and whether as a probe) or "fail fast" with the last failure
+// and when the next attempt is due. After a failure nothing goes out until
+// reopensAt (backoff, Retry-After, refusal hold); a config check passes
+// everything but Mirakl's own Retry-After: it is an admin's explicit request,
+// one per write. Every deadline follows the one clock rule (clock.go).
 type gate struct {
 	mu        sync.Mutex
 	failure   error     // the last request's failure; nil once one succeeded
 	failedAt  time.Time // when it ended
 	failures  int       // consecutive failures: they space attempts out
+	refusals  int       // consecutive refusals: they space attempts out further
 	reopensAt time.Time // no request before then
 	// retryAfterUntil is when Mirakl's (capped) Retry-After ends: it holds
 	// even for a config check.
 	retryAfterUntil time.Time
+	// unchangedUntil: Mirakl (or a gateway in front of it) answered with the
+	// token already cached; asking again for a token nobody needs yet waits
+	// until then.
+	unchangedUntil time.Time
 }
 
 // GateClosedError is a request the gate did not let go to Mirakl. It unwraps
@@ -60,37 +75,41 @@ type gate struct {
 type GateClosedError struct {
 	Last      error
 	LastAt    time.Time
-	ReopensAt time.Time // zero: not before a request succeeds (background after a refusal)
+	ReopensAt time.Time
 }
 
 func (e *GateClosedError) Error() string {
-	next := "the next only after a read or a config write succeeds"
-	if !e.ReopensAt.IsZero() {
-		next = "the next not before " + formatTime(e.ReopensAt)
-	}
-	return fmt.Sprintf("%v (last attempt at %s; %s)", e.Last, formatTime(e.LastAt), next)
+	return fmt.Sprintf("%v (last attempt at %s; the next not before %s)", e.Last, formatTime(e.LastAt), formatTime(e.ReopensAt))
 }
 
 func (e *GateClosedError) Unwrap() error { return e.Last }
 
-// admit answers whether a request for purpose may go to Mirakl at now.
-func (g *gate) admit(now time.Time, purpose requestPurpose) error {
+// errNothingNew holds back a request for a token that nobody needs yet,
+// after Mirakl answered the last one with the token already cached.
+var errNothingNew = errors.New("Mirakl answered the last request with the token already cached")
+
+// admit answers whether a request for purpose may go to Mirakl at now, and
+// if so whether as a probe: once a request has failed, each admitted attempt
+// is one HTTP request, without the in-request retries meant for blips, so
+// that an outage costs Mirakl the gate's schedule and not a multiple of it.
+func (g *gate) admit(now time.Time, purpose requestPurpose) (probe bool, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	probe = g.failure != nil
 	switch {
+	case (purpose == forBackground || purpose == forFresher) && !passed(now, g.unchangedUntil):
+		return false, errNothingNew
 	case g.failure == nil:
-		return nil
+		return false, nil
 	case purpose == forConfigCheck:
-		if now.Before(g.retryAfterUntil) {
-			return g.closedLocked(g.retryAfterUntil)
+		if !passed(now, g.retryAfterUntil) {
+			return false, g.closedLocked(g.retryAfterUntil)
 		}
-		return nil
-	case purpose == forBackground && g.refusedLocked():
-		return g.closedLocked(time.Time{})
-	case now.Before(g.reopensAt):
-		return g.closedLocked(g.reopensAt)
+		return probe, nil
+	case !passed(now, g.reopensAt):
+		return false, g.closedLocked(g.reopensAt)
 	}
-	return nil
+	return probe, nil
 }
 
 func (g *gate) closedLocked(reopensAt time.Time) error {
@@ -103,19 +122,35 @@ func (g *gate) refusedLocked() bool { return errors.Is(g.failure, ErrCredentials
 func (g *gate) succeeded() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.failure, g.failedAt, g.failures, g.reopensAt, g.retryAfterUntil = nil, time.Time{}, 0, time.Time{}, time.Time{}
+	g.failure, g.failedAt, g.failures, g.refusals, g.reopensAt, g.retryAfterUntil, g.unchangedUntil = nil, time.Time{}, 0, 0, time.Time{}, time.Time{}, time.Time{}
+}
+
+// answeredUnchanged opens the gate for readers and holds back requests that
+// nobody waits for, after Mirakl answered with the token already cached,
+// which has left: asking again before half of that has passed would only
+// bring the same token again (a gateway that caches tokens does this until
+// the token expires).
+func (g *gate) answeredUnchanged(now time.Time, left time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.failure, g.failedAt, g.failures, g.refusals, g.reopensAt, g.retryAfterUntil = nil, time.Time{}, 0, 0, time.Time{}, time.Time{}
+	g.unchangedUntil = now.Add(max(left/2, gateFirstWait))
 }
 
 // failed closes the gate after a failed request: for a jittered, growing
-// backoff, at least Mirakl's Retry-After (capped), at least the refusal hold.
+// backoff (a longer one after a refusal), and at least Mirakl's Retry-After
+// (capped).
 func (g *gate) failed(err error, now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	refusals := g.refusals
 	g.failure, g.failedAt = err, now
 	g.failures++
 	wait := jittered(gateFirstWait, gateLastWait, g.failures-1)
+	g.refusals = 0
 	if g.refusedLocked() {
-		wait = max(wait, refusalHold)
+		g.refusals = refusals + 1
+		wait = max(jittered(refusalHold, refusalLastWait, g.refusals-1), refusalHold)
 	}
 	var upstream *UpstreamError
 	if errors.As(err, &upstream) && upstream.RetryAfter > 0 {
@@ -132,7 +167,7 @@ func (g *gate) failed(err error, now time.Time) {
 // it is carried over only if they are unchanged.
 func (g *gate) inherit(old *gate, sameCredentials bool) {
 	old.mu.Lock()
-	failure, failedAt, failures, reopensAt, retryAfterUntil := old.failure, old.failedAt, old.failures, old.reopensAt, old.retryAfterUntil
+	failure, failedAt, failures, refusals, reopensAt, retryAfterUntil := old.failure, old.failedAt, old.failures, old.refusals, old.reopensAt, old.retryAfterUntil
 	refused := old.refusedLocked()
 	old.mu.Unlock()
 	if refused && !sameCredentials {
@@ -140,7 +175,7 @@ func (g *gate) inherit(old *gate, sameCredentials bool) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.failure, g.failedAt, g.failures, g.reopensAt, g.retryAfterUntil = failure, failedAt, failures, reopensAt, retryAfterUntil
+	g.failure, g.failedAt, g.failures, g.refusals, g.reopensAt, g.retryAfterUntil = failure, failedAt, failures, refusals, reopensAt, retryAfterUntil
 }
 
 // lastFailure is the last request's error if none succeeded since.
@@ -151,8 +186,8 @@ func (g *gate) lastFailure() error {
 }
 
 // gateStatus is what mirakl/status and mirakl/metrics show of the gate:
-// nothing secret. Requests are held while reopensAt is ahead (it is zero
-// after a success); after a refusal, background attempts stop until one.
+// nothing secret. Requests are held while reopensAt has not passed (it is
+// zero after a success).
 type gateStatus struct {
 	reopensAt time.Time
 	refused   bool
@@ -163,3 +198,6 @@ func (g *gate) status() gateStatus {
 	defer g.mu.Unlock()
 	return gateStatus{reopensAt: g.reopensAt, refused: g.refusedLocked()}
 }
+
+// heldAt: requests are held back at now.
+func (s gateStatus) heldAt(now time.Time) bool { return !s.reopensAt.IsZero() && !passed(now, s.reopensAt) }

@@ -2,7 +2,10 @@ package mirakl
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -16,6 +19,9 @@ type mountState struct {
 	config *miraklConfig
 	client *tokenClient
 	cache  *tokenCache
+	// restorePending: the stored token has not been looked for yet, or
+	// storage could not be read: the state's next use looks again.
+	restorePending atomic.Bool
 }
 
 func (b *backend) newMountState(cfg *miraklConfig, client *tokenClient) *mountState {
@@ -28,28 +34,47 @@ func (m *mountState) close() {
 	m.client.close()
 }
 
-// currentMount returns the mount's state, loading the config from storage
-// once; nil means the mount is not configured.
-func (b *backend) currentMount(ctx context.Context, s logical.Storage) (*mountState, error) {
-	if mount := b.mount.Load(); mount != nil {
+// errMountClosed: Vault ended the mount (unmount, reload, shutdown) and a
+// request still reached it.
+var errMountClosed = errors.New("the mount is being unmounted or reloaded")
+
+// mountLoadTimeout bounds the storage reads of one load.
+const mountLoadTimeout = 10 * time.Second
+
+// currentMount returns the mount's state, loading the config and the stored
+// token from storage once; nil means the mount is not configured. The load
+// is work for every reader: it runs on the mount's context, never on the
+// reader's that happened to come first, so that a reader who hangs up cannot
+// leave the mount without its stored token; a restore that storage failed is
+// tried again on the next use. One load builds one state.
+func (b *backend) currentMount(_ context.Context, s logical.Storage) (*mountState, error) {
+	if mount := b.mount.Load(); mount != nil && !mount.restorePending.Load() {
 		return mount, nil
 	}
 	b.mountWrites.Lock()
 	defer b.mountWrites.Unlock()
-	if mount := b.mount.Load(); mount != nil {
-		return mount, nil
+	if b.alive.Err() != nil {
+		return nil, errMountClosed
 	}
-	cfg, err := readConfig(ctx, s)
-	if err != nil || cfg == nil {
-		return nil, err
+	ctx, cancel := context.WithTimeout(b.alive, mountLoadTimeout)
+	defer cancel()
+	mount := b.mount.Load()
+	if mount == nil {
+		cfg, err := readConfig(ctx, s)
+		if err != nil || cfg == nil {
+			return nil, err
+		}
+		client, err := newTokenClient(cfg, b.retries, b.now, b.Logger().Named("client"))
+		if err != nil {
+			return nil, fmt.Errorf("loading config: %w", err)
+		}
+		mount = b.newMountState(cfg, client)
+		mount.restorePending.Store(true)
+		b.mount.Store(mount)
 	}
-	client, err := newTokenClient(cfg, b.retries, b.now, b.Logger().Named("client"))
-	if err != nil {
-		return nil, fmt.Errorf("loading config: %w", err)
+	if mount.restorePending.Load() && b.restoreToken(ctx, s, mount) { // token_store.go
+		mount.restorePending.Store(false)
 	}
-	mount := b.newMountState(cfg, client)
-	b.restoreToken(ctx, s, mount) // token_store.go
-	b.mount.Store(mount)
 	return mount, nil
 }
 

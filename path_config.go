@@ -182,7 +182,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		mount.cache.gate.inherit(&old.cache.gate, cfg.sameCredentials(old.config))
 	}
 	if d.Get(fieldVerify).(bool) {
-		if _, err := b.fetch(ctx, mount, nil, forConfigCheck); err != nil {
+		if _, err := b.fetch(ctx, mount, nil, forConfigCheck, 0); err != nil {
 			mount.close()
 			if sameEndpoint {
 				// What the check learnt of the endpoint (an outage, Mirakl's

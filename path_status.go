@@ -61,7 +61,7 @@ func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *frame
 		data["token_read"] = tok.read.Load()
 	}
 	gate := mount.cache.gate.status()
-	held := gate.reopensAt.After(now)
+	held := gate.heldAt(now)
 	if held {
 		data["next_attempt"] = formatTime(gate.reopensAt)
 	}
@@ -70,7 +70,6 @@ func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *frame
 	if held && gate.refused {
 		data["refusal_hold_until"] = formatTime(gate.reopensAt)
 	}
-	data["background_refresh_stopped"] = gate.refused
 	return &logical.Response{Data: data}, nil
 }
 
@@ -90,7 +89,7 @@ func describeOutcome(err error) (outcome string, status int) {
 		default:
 			return "invalid_response", upstream.Status
 		}
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, errRequestCancelled) || errors.Is(err, context.Canceled):
 		return "cancelled", 0
 	default:
 		return "error", 0

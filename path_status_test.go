@@ -41,7 +41,7 @@ func TestStatusFollowsRequestsToMirakl(t *testing.T) {
 	})
 
 	env.Configure(map[string]any{"verify": false, "request_timeout": "1s"})
-	noHold := map[string]any{"config_loaded": true, "requests_held": false, "refusal_hold": false, "background_refresh_stopped": false}
+	noHold := map[string]any{"config_loaded": true, "requests_held": false, "refusal_hold": false}
 	requireData(t, "configured", env.ReadStatus(), with(noHold, map[string]any{
 		"requests": uint64(0), "failures": uint64(0),
 	}))
@@ -72,8 +72,7 @@ func TestStatusFollowsRequestsToMirakl(t *testing.T) {
 		"requests_held": true, "next_attempt": at(limitedAt.Add(2 * time.Minute)),
 	}))
 
-	// Mirakl refuses the credentials: reads fail fast for 30s, and background
-	// refreshes stop until a request succeeds.
+	// Mirakl refuses the credentials: requests are held for 30s.
 	env.clock.Advance(2 * time.Minute)
 	env.fake.FailRandomly(0, fakemirakl.Fault{})
 	env.fake.SetCredentials(testClientID, "rotated-at-mirakl")
@@ -83,7 +82,7 @@ func TestStatusFollowsRequestsToMirakl(t *testing.T) {
 	refused := map[string]any{
 		"requests": uint64(3), "failures": uint64(2),
 		"last_request_at": at(refusedAt), "last_request_outcome": "refused", "last_request_status": http.StatusUnauthorized,
-		"config_loaded": true, "background_refresh_stopped": true,
+		"config_loaded": true,
 	}
 	env.clock.Advance(10 * time.Second) // past the backoff (at most 10s after a second failure), within the hold
 	requireData(t, "during the refusal hold", env.ReadStatus(), with(refused, tokenFields, map[string]any{

@@ -92,9 +92,19 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 
 var errNotConfigured = errors.New("not configured")
 
+// errNoLiveToken: every token this read could have had expired before it
+// could be handed out (a token that lives seconds, and storage that takes
+// longer to keep it).
+var errNoLiveToken = errors.New("no token with life left could be handed out: every one expired before the read could return it")
+
 // tokenFor returns a token for a reader that wants readerMinTTL of life (nil:
 // the config's min_ttl), with warnings for the reader; fetched is set when the
 // reader waited for a new token from Mirakl (for the read counts).
+//
+// It is the one hand-out: whatever a read waited for (the config to load, a
+// request to Mirakl, storage), the token it returns is checked here, at the
+// moment it leaves, to belong to the configured credentials and to have life
+// left.
 func (b *backend) tokenFor(ctx context.Context, s logical.Storage, readerMinTTL *time.Duration, fetched *bool) (*cachedToken, []string, error) {
 	for range 3 {
 		mount, err := b.currentMount(ctx, s)
@@ -105,21 +115,35 @@ func (b *backend) tokenFor(ctx context.Context, s logical.Storage, readerMinTTL 
 			return nil, nil, errNotConfigured
 		}
 		tok, warnings, err := b.tokenFrom(ctx, mount, readerMinTTL, fetched)
-		if b.loadedMount() == mount {
-			return tok, warnings, err
+		switch {
+		case b.loadedMount() != mount:
+			// The config changed while this read waited: the token it got
+			// belongs to credentials that are no longer configured.
+		case err != nil:
+			return nil, nil, err
+		case tok.servable(b.now()):
+			return tok, warnings, nil
 		}
-		// The config changed while this read waited: the token it got belongs
-		// to credentials that are no longer configured.
 	}
-	return nil, nil, errors.New("the configuration changed during every attempt to read a token")
+	if b.loadedMount() == nil {
+		return nil, nil, errNotConfigured
+	}
+	return nil, nil, errNoLiveToken
 }
 
-// tokenFrom serves the mount's cached token whenever it is still valid and
-// good enough, and refreshes it in the background ahead of time. A reader
-// waits for Mirakl only when nothing valid is cached, or, while Mirakl is
-// healthy, when the cached token has less life than it wants (min_ttl). Every
-// request goes through the mount's gate (tokenCache.request). fetched is set
-// when the read got a token that a request brought for it.
+// fresherWait bounds how long a reader that asked on its own read for more
+// life than the cached token has waits for the request started for it:
+// beyond that it gets the cached token, with a warning.
+const fresherWait = 3 * time.Second
+
+// tokenFrom serves the mount's cached token whenever it is still valid, and
+// refreshes it in the background ahead of time. No reader waits on Mirakl
+// while a valid token is cached, with one exception: a reader that asked on
+// its own read (min_ttl) for more life than the cached token has waits, for
+// at most fresherWait, for a request started for it. The config's min_ttl
+// shapes refresh ahead and warnings, never a wait. Every request goes through
+// the mount's gate (tokenCache.request). fetched is set when the read got a
+// token that a request brought for it.
 func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL *time.Duration, fetched *bool) (*cachedToken, []string, error) {
 	want := mount.config.MinTTL
 	if readerMinTTL != nil {
@@ -128,43 +152,48 @@ func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL
 	now := b.now()
 	cached := mount.cache.current()
 	if cached == nil || !cached.servable(now) {
-		tok, err := b.fetch(ctx, mount, cached, forReader)
+		tok, err := b.fetch(ctx, mount, cached, forReader, 0)
 		if err != nil {
 			return nil, nil, err
 		}
 		tok.markRead()
 		*fetched = true
-		return tok, minTTLWarnings(tok, b.now(), want), nil
+		return tok, b.minTTLWarnings(mount, tok, b.now(), want), nil
 	}
 	cached.markRead()
 
-	if left := cached.remaining(now); left >= cached.reusableFor(want) {
-		if left < refreshPoint(mount.config, cached) {
-			b.refreshInBackground(mount)
-		}
-		return cached, minTTLWarnings(cached, now, want), nil
+	left := cached.remaining(now)
+	if left < cached.reusableFor(want) && readerMinTTL != nil {
+		return b.fresherFor(ctx, mount, cached, want, fetched)
 	}
-
-	// Valid, with less life than wanted. While Mirakl is healthy, wait for
-	// the next token (one request, shared); while it is failing, never wait
-	// on it: serve this one with a warning and let the gate say when to retry.
-	failure := mount.cache.gate.lastFailure()
-	if failure == nil {
-		tok, err := b.fetch(ctx, mount, cached, forReader)
-		if err == nil {
-			tok.markRead()
-			*fetched = true
-			return tok, minTTLWarnings(tok, b.now(), want), nil
-		}
-		if now = b.now(); !cached.servable(now) {
-			return nil, nil, err
-		}
-		failure = err
-	} else {
+	if left < refreshPoint(mount.config, cached) {
 		b.refreshInBackground(mount)
 	}
-	return cached, []string{fmt.Sprintf("serving the cached token, which has %s left: a new one could not be had (%v)",
-		cached.remaining(now).Truncate(time.Second), failure)}, nil
+	return cached, b.minTTLWarnings(mount, cached, now, want), nil
+}
+
+// fresherFor serves a reader that asked on its own read for more life (want)
+// than the valid cached token has: it waits at most fresherWait for a request
+// started for it (which is also the refresh ahead), and otherwise gets the
+// cached token with a warning that says why.
+func (b *backend) fresherFor(ctx context.Context, mount *mountState, cached *cachedToken, want time.Duration, fetched *bool) (*cachedToken, []string, error) {
+	tok, err := b.fetch(ctx, mount, cached, forFresher, b.fresherWait)
+	if err == nil && tok.fingerprint != cached.fingerprint {
+		tok.markRead()
+		*fetched = true
+		return tok, b.minTTLWarnings(mount, tok, b.now(), want), nil
+	}
+	var why string
+	switch {
+	case err == nil || errors.Is(err, errNothingNew):
+		why = "Mirakl answered with this same token"
+	case errors.Is(err, errStillWaiting):
+		why = "a new one is on its way"
+	default:
+		why = fmt.Sprintf("a new one could not be had (%v)", err)
+	}
+	return cached, []string{fmt.Sprintf("serving the cached token, which has %s left, less than the min_ttl of %s: %s",
+		cached.remaining(b.now()).Truncate(time.Second), want, why)}, nil
 }
 
 // refreshAheadMargin starts background refreshes this much before a token
@@ -208,20 +237,36 @@ func (b *backend) refreshIfDue(fingerprint string) {
 // refreshInBackground starts a request for the mount's next token that no
 // reader waits for, unless one is in flight or the gate holds requests back.
 func (b *backend) refreshInBackground(mount *mountState) {
-	_, _ = mount.cache.request(b.now(), forBackground, b.sender(mount, mount.cache.current()))
+	_, _, _ = mount.cache.request(b.now(), forBackground, b.sender(mount, mount.cache.current()))
 }
+
+// errStillWaiting: a reader that may wait only a bounded time stopped waiting.
+var errStillWaiting = errors.New("still waiting for Mirakl")
 
 // fetch gets a new token for purpose, in the mount's one shared request. The
 // request runs on the mount state's context, not the caller's: a caller that
-// gives up stops waiting, and the others still get the token.
-func (b *backend) fetch(ctx context.Context, mount *mountState, seen *cachedToken, purpose requestPurpose) (*cachedToken, error) {
-	f, err := mount.cache.request(b.now(), purpose, b.sender(mount, seen))
+// gives up stops waiting, and the others still get the token. With a bound
+// (not 0), the caller waits only for a request started for it, and at most
+// that long.
+func (b *backend) fetch(ctx context.Context, mount *mountState, seen *cachedToken, purpose requestPurpose, bound time.Duration) (*cachedToken, error) {
+	f, started, err := mount.cache.request(b.now(), purpose, b.sender(mount, seen))
 	if err != nil {
 		return nil, err
+	}
+	var timeout <-chan time.Time
+	if bound > 0 {
+		if !started {
+			return nil, errStillWaiting
+		}
+		timer := time.NewTimer(bound)
+		defer timer.Stop()
+		timeout = timer.C
 	}
 	select {
 	case <-f.done:
 		return f.token, f.err
+	case <-timeout:
+		return nil, errStillWaiting
 	case <-ctx.Done():
 		return nil, fmt.Errorf("gave up waiting for a token: %w", ctx.Err())
 	}
@@ -230,14 +275,14 @@ func (b *backend) fetch(ctx context.Context, mount *mountState, seen *cachedToke
 // sender is the one exchange with Mirakl for a mount state, as its gate
 // lets it out. seen is the token the caller found, so that a request that
 // ended just before is not repeated.
-func (b *backend) sender(mount *mountState, seen *cachedToken) func(context.Context) (*cachedToken, error) {
-	return func(ctx context.Context) (*cachedToken, error) {
+func (b *backend) sender(mount *mountState, seen *cachedToken) sendFunc {
+	return func(ctx context.Context, probe bool) (*cachedToken, error) {
 		now := b.now()
 		if current := mount.cache.current(); current != nil && current != seen && current.remaining(now) > current.lifetime()/2 {
 			return current, nil
 		}
 		started := now
-		fetched, err := mount.client.fetch(ctx)
+		fetched, err := mount.client.fetch(ctx, probe)
 		now = b.now()
 		b.metrics.requestDone(started, now, err)
 		if err != nil {
@@ -246,6 +291,17 @@ func (b *backend) sender(mount *mountState, seen *cachedToken) func(context.Cont
 				b.Logger().Warn("token request to Mirakl failed", "error", err)
 			}
 			return nil, err
+		}
+		if current := mount.cache.current(); current != nil && current.AccessToken == fetched.AccessToken {
+			// The same token again (a gateway that caches it, counting
+			// expires_in down): it keeps the lifetime it was issued with.
+			tok := current.answeredAgain(fetched, now)
+			mount.cache.answeredUnchanged(tok, now)
+			if tok != current {
+				b.tokenInstalled(mount, tok) // token_store.go
+			}
+			b.Logger().Debug("Mirakl answered with the cached token again", "fingerprint", tok.fingerprint)
+			return tok, nil
 		}
 		tok := newCachedToken(fetched, now)
 		mount.cache.install(tok)
@@ -257,7 +313,7 @@ func (b *backend) sender(mount *mountState, seen *cachedToken) func(context.Cont
 
 // minTTLWarnings tells a reader that the token has less life than it wanted,
 // and why.
-func minTTLWarnings(t *cachedToken, now time.Time, want time.Duration) []string {
+func (b *backend) minTTLWarnings(mount *mountState, t *cachedToken, now time.Time, want time.Duration) []string {
 	left := t.remaining(now)
 	if left >= want {
 		return nil
@@ -266,6 +322,10 @@ func minTTLWarnings(t *cachedToken, now time.Time, want time.Duration) []string 
 		return []string{fmt.Sprintf("the token has %s left, less than the min_ttl of %s: Mirakl issues tokens that live %s, "+
 			"and a token is shared until it has half its life (%s) left",
 			left.Truncate(time.Second), want, t.lifetime().Round(time.Second), reusable.Round(time.Second))}
+	}
+	if failure := mount.cache.gate.lastFailure(); failure != nil {
+		return []string{fmt.Sprintf("serving the cached token, which has %s left, less than the min_ttl of %s: a new one could not be had (%v)",
+			left.Truncate(time.Second), want, failure)}
 	}
 	return []string{fmt.Sprintf("the token has %s left, less than the min_ttl of %s: a new one is on its way",
 		left.Truncate(time.Second), want)}
@@ -277,9 +337,11 @@ const pathTokenHelpDescription = `
 Returns a Bearer token for the Mirakl Connect APIs, exchanged with the stored
 client credentials. One token is cached per mount and shared by every reader.
 Its successor is fetched in the background before the token falls below
-min_ttl, so readers do not wait on Mirakl while a valid token is cached. A
-reader that asks for more life than the cached token has (min_ttl on the read)
-waits for a new one; min_ttl is honoured up to half the token's lifetime.
+min_ttl, so readers do not wait on Mirakl while a valid token is cached: the
+config's min_ttl shapes refresh ahead and warnings, never a wait. A reader that
+asks on its own read for more life than the cached token has (min_ttl=...)
+waits at most 3 seconds for a request started for it, then gets the cached
+token with a warning; min_ttl is honoured up to half the token's lifetime.
 
 The lease lasts as long as the token. It is renewable, but never past the
 token's expiry: a renewal answers with the time the token has left, so that

@@ -476,7 +476,7 @@ func TestFetchAfterAnotherRequestEndedTakesItsToken(t *testing.T) {
 	found := mount.cache.current()
 	fetchAfter := func(found *cachedToken) *cachedToken {
 		t.Helper()
-		tok, err := env.backend.fetch(env.ctx, mount, found, forReader)
+		tok, err := env.backend.fetch(env.ctx, mount, found, forReader, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -595,19 +595,31 @@ func TestBackgroundRetriesDuringOutage(t *testing.T) {
 		t.Fatalf("after Retry-After: %d requests, want 3", got)
 	}
 
-	// Without Retry-After, attempts back off: at most one per 5s..1m window.
+	// A refusal holds, it does not stop: background attempts go on, 30s
+	// doubling to 5m (jittered), and the first one after Mirakl recovers
+	// replaces the token before it expires.
 	env.fake.FailRandomly(1, fakemirakl.Fault{Status: 401, Body: `{"error":"invalid_client"}`, ContentType: "application/json"})
-	env.clock.Advance(2 * time.Minute)
-	readAll() // refused
+	env.clock.Advance(2 * time.Minute) // 9m59s left
+	readAll()                          // refused
 	refused := env.fake.Requests()
-	for range 7 { // until just before the token expires
+	for range 4 {
 		env.clock.Advance(time.Minute)
 		env.periodic()
 		readAll()
 	}
-	if got := env.fake.Requests(); got != refused {
-		t.Fatalf("background attempts went on after a refusal: %d requests", got-refused)
+	if got := env.fake.Requests() - refused; got < 2 || got > 3 {
+		t.Fatalf("in the 4 minutes after a refusal: %d background attempts, want 2 or 3 (30s doubling)", got)
 	}
+	env.fake.FailRandomly(0, fakemirakl.Fault{}) // Mirakl accepts the credentials again
+	for range 5 { // until a minute before the token expires
+		env.clock.Advance(time.Minute)
+		env.periodic()
+		if _, tok := env.MustReadToken(); tok != first {
+			return // replaced in time
+		}
+		env.settle()
+	}
+	t.Fatal("the token was not replaced before it expired after Mirakl recovered from a refusal")
 }
 
 func TestBackgroundBackoffGrows(t *testing.T) {

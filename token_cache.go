@@ -23,15 +23,34 @@ type cachedToken struct {
 }
 
 func newCachedToken(f *fetchedToken, now time.Time) *cachedToken {
-	expiresAt := now.Add(f.ExpiresIn)
+	return placedToken(f, now, f.ExpiresIn, f.ExpiresIn)
+}
+
+// placedToken places on the clock a token that has left of its life at now,
+// and was issued with lifetime.
+func placedToken(f *fetchedToken, now time.Time, left, lifetime time.Duration) *cachedToken {
+	expiresAt := now.Add(left)
 	return &cachedToken{
 		fetchedToken:   *f,
-		issuedAt:       now,
+		issuedAt:       expiresAt.Add(-lifetime),
 		expiresAt:      expiresAt,
 		fingerprint:    tokenFingerprint(f.AccessToken),
 		expiresAtText:  expiresAt.UTC().Format(time.RFC3339),
 		expiresAtLease: expiresAt.UTC().Format(time.RFC3339Nano),
 	}
+}
+
+// answeredAgain is t as Mirakl answered it again at now: the same token
+// keeps the lifetime it was issued with (a gateway counting expires_in down
+// would otherwise make it look ever shorter-lived, and its successor due at
+// once), and the earlier of the two expiries.
+func (t *cachedToken) answeredAgain(f *fetchedToken, now time.Time) *cachedToken {
+	if t.remaining(now) <= f.ExpiresIn {
+		return t
+	}
+	again := placedToken(f, now, f.ExpiresIn, t.lifetime())
+	again.read.Store(t.read.Load())
+	return again
 }
 
 // markRead notes that a reader got the token; every cached read calls it, so
@@ -42,13 +61,9 @@ func (t *cachedToken) markRead() {
 	}
 }
 
-// remaining is the smaller of the monotonic and the wall-clock view of the
-// token's life: Go's monotonic clock stops while the host is suspended (a VM
-// paused or migrated), while Mirakl's clock, and the expiry every lease
-// keeps, go on.
-func (t *cachedToken) remaining(now time.Time) time.Duration {
-	return min(t.expiresAt.Sub(now), t.expiresAt.Round(0).Sub(now.Round(0)))
-}
+// remaining is what is left of the token's life by the one clock rule
+// (clock.go): it is alive only while both clocks say so.
+func (t *cachedToken) remaining(now time.Time) time.Duration { return timeLeft(now, t.expiresAt) }
 
 func (t *cachedToken) lifetime() time.Duration { return t.expiresAt.Sub(t.issuedAt) }
 
@@ -113,32 +128,47 @@ func (c *tokenCache) install(t *cachedToken) {
 	c.gate.succeeded()
 }
 
+// answeredUnchanged makes t, Mirakl's answer with the token already cached,
+// the cached token, and tells the gate that nothing new came.
+func (c *tokenCache) answeredUnchanged(t *cachedToken, now time.Time) {
+	c.mu.Lock()
+	c.token = t
+	c.mu.Unlock()
+	c.gate.answeredUnchanged(now, t.remaining(now))
+}
+
+// sendFunc is one exchange with Mirakl on the cache's context; probe: one
+// HTTP request, no in-request retries (the gate says when).
+type sendFunc func(ctx context.Context, probe bool) (*cachedToken, error)
+
 // request joins the request in flight or, if the gate lets one go out now
-// for purpose, starts send as the new one. It is the only way to Mirakl.
-func (c *tokenCache) request(now time.Time, purpose requestPurpose, send func(context.Context) (*cachedToken, error)) (*flight, error) {
+// for purpose, starts send as the new one; started says which. It is the
+// only way to Mirakl.
+func (c *tokenCache) request(now time.Time, purpose requestPurpose, send sendFunc) (f *flight, started bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, errStateClosed
+		return nil, false, errStateClosed
 	}
 	if c.flight != nil {
-		return c.flight, nil
+		return c.flight, false, nil
 	}
-	if err := c.gate.admit(now, purpose); err != nil {
-		return nil, err
+	probe, err := c.gate.admit(now, purpose)
+	if err != nil {
+		return nil, false, err
 	}
-	f := &flight{done: make(chan struct{})}
+	f = &flight{done: make(chan struct{})}
 	c.flight = f
 	c.running.Add(1)
 	go func() {
 		defer c.running.Done()
-		f.token, f.err = send(c.ctx)
+		f.token, f.err = send(c.ctx, probe)
 		c.mu.Lock()
 		c.flight = nil
 		c.mu.Unlock()
 		close(f.done)
 	}()
-	return f, nil
+	return f, true, nil
 }
 
 // close cancels the requests this cache started and waits until they ended,

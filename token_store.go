@@ -159,38 +159,51 @@ func (b *backend) storeLocked(ctx context.Context, s logical.Storage, mount *mou
 }
 
 // restoreToken installs the stored token in mount, the state just loaded
-// from storage, if it belongs to mount's config and has life left. An entry
-// that does not is ignored (the next token replaces it), and logged without
-// its content.
-func (b *backend) restoreToken(ctx context.Context, s logical.Storage, mount *mountState) {
+// from storage, if it belongs to mount's config and has life left, unless
+// the state already has a token. An entry that does not is ignored (the next
+// token replaces it), and logged without its content. A stored entry passes
+// the same checks as an answer from Mirakl, and its remaining life never
+// exceeds the lifetime it was issued with, whatever the clock of the node
+// that stored it said. It reports false when storage could not be read, so
+// that the caller tries again.
+func (b *backend) restoreToken(ctx context.Context, s logical.Storage, mount *mountState) bool {
+	if mount.cache.current() != nil {
+		return true // a newer token than any stored one
+	}
 	raw, err := s.Get(ctx, tokenStorageKey)
 	if err != nil {
-		b.Logger().Warn("could not read the stored token: the next read fetches a new one", "error", err)
-		return
+		b.Logger().Warn("could not read the stored token: the next read looks again", "error", err)
+		return false
 	}
 	if raw == nil {
-		return
+		return true
 	}
 	var entry storedTokenEntry
-	if err := raw.DecodeJSON(&entry); err != nil || entry.Version != storedTokenVersion || entry.AccessToken == "" ||
-		entry.TokenType != "Bearer" || !entry.ExpiresAt.After(entry.IssuedAt) || len(entry.ConfigSalt) != storedTokenSaltBytes {
+	if err := raw.DecodeJSON(&entry); err != nil || entry.Version != storedTokenVersion || len(entry.ConfigSalt) != storedTokenSaltBytes {
 		b.Logger().Warn("ignoring the stored token: the entry is unreadable; the next token replaces it")
-		return
+		return true
+	}
+	lifetime := entry.ExpiresAt.Sub(entry.IssuedAt)
+	stored := &fetchedToken{
+		AccessToken:   entry.AccessToken,
+		TokenType:     entry.TokenType,
+		ExpiresIn:     lifetime,
+		TargetApp:     entry.TargetApp,
+		ResourceOwner: entry.ResourceOwner,
+	}
+	if stored.problem() != "" || entry.TokenType != "Bearer" || !usableLifetime(lifetime) {
+		b.Logger().Warn("ignoring the stored token: the entry is unreadable (not a usable token); the next token replaces it")
+		return true
 	}
 	if !hmac.Equal(entry.ConfigBinding, configBinding(mount.config, entry.ConfigSalt)) {
 		b.Logger().Info("ignoring the stored token: it was issued for another config; the next token replaces it")
-		return
+		return true
 	}
-	tok := newCachedToken(&fetchedToken{
-		AccessToken:   entry.AccessToken,
-		TokenType:     entry.TokenType,
-		ExpiresIn:     entry.ExpiresAt.Sub(entry.IssuedAt),
-		TargetApp:     entry.TargetApp,
-		ResourceOwner: entry.ResourceOwner,
-	}, entry.IssuedAt)
-	if now := b.now(); !tok.servable(now) {
-		b.Logger().Debug("ignoring the stored token: it has expired", "expired_at", formatTime(tok.expiresAt))
-		return
+	now := b.now()
+	tok := placedToken(stored, now, min(timeLeft(now, entry.ExpiresAt), lifetime), lifetime)
+	if !tok.servable(now) {
+		b.Logger().Debug("ignoring the stored token: it has expired", "expired_at", formatTime(entry.ExpiresAt))
+		return true
 	}
 	tok.read.Store(entry.Read)
 	mount.cache.install(tok)
@@ -198,6 +211,7 @@ func (b *backend) restoreToken(ctx context.Context, s logical.Storage, mount *mo
 	b.tokens.stored, b.tokens.storedRead = tok, entry.Read
 	b.tokens.mu.Unlock()
 	b.Logger().Debug("serving the stored token", "expires_at", tok.expiresAtText)
+	return true
 }
 
 // dropStoredToken deletes the stored token before a config write or delete
@@ -239,12 +253,13 @@ func (b *backend) storeConfigToken(ctx context.Context, s logical.Storage, mount
 
 // periodic is the backend's periodic function (about once a minute, on the
 // active node). It loads the mount state, and so the stored token, if no
-// request has since the process started: a restarted mount refreshes ahead
+// request has since the process started (or restores the token again if
+// storage failed the last time): a restarted mount refreshes ahead
 // the token its readers use, before any of them reads again. It stores the
 // current token if its last write failed, or if a reader got it since it was
 // stored, so that the next process knows it is in use. Then it refreshes ahead.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
-	if s := req.Storage; s != nil && b.writesTokenStorage() && b.loadedMount() == nil {
+	if s := req.Storage; s != nil && b.writesTokenStorage() {
 		if _, err := b.currentMount(ctx, s); err != nil {
 			b.Logger().Warn("could not load the config", "error", err)
 		}

@@ -161,7 +161,7 @@ func TestStoredTokenAcrossNodes(t *testing.T) {
 			t.Fatalf("loading the mount: %v", err)
 		}
 		node.forgetToken()
-		if _, err := node.fetch(env.ctx, mount, nil, forReader); err != nil {
+		if _, err := node.fetch(env.ctx, mount, nil, forReader, 0); err != nil {
 			t.Fatal(err)
 		}
 		node.keepTokenStored()
