@@ -200,4 +200,6 @@ func (g *gate) status() gateStatus {
 }
 
 // heldAt: requests are held back at now.
-func (s gateStatus) heldAt(now time.Time) bool { return !s.reopensAt.IsZero() && !passed(now, s.reopensAt) }
+func (s gateStatus) heldAt(now time.Time) bool {
+	return !s.reopensAt.IsZero() && !passed(now, s.reopensAt)
+}

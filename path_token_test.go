@@ -611,7 +611,7 @@ func TestBackgroundRetriesDuringOutage(t *testing.T) {
 		t.Fatalf("in the 4 minutes after a refusal: %d background attempts, want 2 or 3 (30s doubling)", got)
 	}
 	env.fake.FailRandomly(0, fakemirakl.Fault{}) // Mirakl accepts the credentials again
-	for range 5 { // until a minute before the token expires
+	for range 5 {                                // until a minute before the token expires
 		env.clock.Advance(time.Minute)
 		env.periodic()
 		if _, tok := env.MustReadToken(); tok != first {
