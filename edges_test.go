@@ -649,3 +649,86 @@ func (g *cachingGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": g.token, "token_type": "Bearer", "expires_in": int(g.expiresAt.Sub(now).Seconds())})
 }
+
+// A token storage write honours the mount's end: with storage hanging, an
+// unmount does not wait behind the write.
+func TestUnmountDoesNotWaitBehindAHungTokenWrite(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	env.Configure(map[string]any{"verify": false})
+	writing := make(chan struct{})
+	var once sync.Once
+	hung := &hookedStorage{InmemStorage: env.storage, beforePut: func(ctx context.Context, key string) error {
+		if key != tokenStorageKey {
+			return nil
+		}
+		once.Do(func() { close(writing) })
+		<-ctx.Done() // storage that answers only when told to give up
+		return ctx.Err()
+	}}
+	node := env.nodeOn(hung)
+	reading := make(chan readResult, 1)
+	go func() {
+		resp, err := readOn(env.ctx, node, hung, nil)
+		reading <- readResult{resp, err}
+	}()
+	receive(t, "the new token's storage write", writing)
+	cleanupWithin(t, node)
+	receive(t, "the read to end", reading)
+}
+
+// A config delete is serialised with a config write: a delete sent while a
+// write checks its credentials waits for it, and the config is gone after.
+func TestConfigDeleteWaitsForAConfigWrite(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	env.Configure(map[string]any{"verify": false})
+	hold, release := releaser(t)
+	env.fake.Enqueue(fakemirakl.Hang(hold))
+	writing := make(chan readResult, 1)
+	go func() {
+		resp, err := env.request(logical.UpdateOperation, "config", map[string]any{"min_ttl": "5m"}) // verify: held at Mirakl
+		writing <- readResult{resp, err}
+	}()
+	waitFor(t, "the write's check to reach Mirakl", func() bool { return env.fake.Requests() == 1 })
+	deleting := make(chan readResult, 1)
+	go func() {
+		resp, err := env.DeleteConfig()
+		deleting <- readResult{resp, err}
+	}()
+	select {
+	case <-deleting:
+		t.Fatal("the delete returned while a config write was under way")
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	w := receive(t, "the write", writing)
+	requireOK(t, w.resp, w.err)
+	d := receive(t, "the delete", deleting)
+	requireOK(t, d.resp, d.err)
+	if env.ConfigExists() {
+		t.Fatal("the config is back after its delete")
+	}
+	resp, err := env.ReadToken(nil)
+	requireUserError(t, resp, err, "not configured")
+}
+
+// A config write whose save fails leaves nothing behind: its client's
+// connections to Mirakl are closed.
+func TestAFailedConfigSaveClosesItsConnections(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	failing := &hookedStorage{InmemStorage: env.storage, beforePut: func(_ context.Context, key string) error {
+		if key == configStorageKey {
+			return errors.New("storage unavailable")
+		}
+		return nil
+	}}
+	resp, err := env.backend.HandleRequest(env.ctx, &logical.Request{Operation: logical.CreateOperation, Path: "config", Storage: failing, MountPoint: "mirakl/",
+		Data: map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": env.fake.TokenURL()}})
+	if err == nil || !strings.Contains(err.Error(), "storing config") {
+		t.Fatalf("want the storage error, got %v, %v", resp, err)
+	}
+	requireRequests(t, env, 1, "the write's check")
+	waitFor(t, "the check's connection to close", func() bool { return env.fake.OpenConnections() == 0 })
+}

@@ -50,6 +50,8 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	case roleParent:
 		standInParent()
+	case roleSubreaper:
+		standInSubreaper()
 	default:
 		standInPlugin(os.Getenv(roleEnv))
 	}
@@ -157,6 +159,13 @@ type standIns struct {
 
 func startStandIns(t *testing.T, pluginRole string) *standIns {
 	t.Helper()
+	return startStandInsAs(t, roleParent, pluginRole)
+}
+
+// startStandInsAs starts the test binary in role (the stand-in parent, or
+// an ancestor that starts it) with pluginRole for the plugin.
+func startStandInsAs(t *testing.T, role, pluginRole string) *standIns {
+	t.Helper()
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +176,7 @@ func startStandIns(t *testing.T, pluginRole string) *standIns {
 	}
 	s := &standIns{stdin: stdinW, lines: make(chan string), timeout: 10 * time.Second, done: make(chan struct{})}
 	s.parent = exec.Command(os.Args[0]) //nolint:gosec // G702: the test binary re-executes itself
-	s.parent.Env = append(os.Environ(), roleEnv+"="+roleParent, pluginRoleEnv+"="+pluginRole)
+	s.parent.Env = append(os.Environ(), roleEnv+"="+role, pluginRoleEnv+"="+pluginRole)
 	s.parent.Stdin, s.parent.Stdout, s.parent.Stderr = stdinR, outW, outW
 	err = s.parent.Start()
 	// Only the stand-ins keep these ends, so that the output ends when they do.
