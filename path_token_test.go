@@ -37,6 +37,7 @@ func TestTokenReadFresh(t *testing.T) {
 		"secret_type":       secretTokenType,
 		internalFingerprint: tokenFingerprint(token),
 		internalExpiresAt:   expiresAt.Format(time.RFC3339Nano),
+		internalLifetime:    int64(3599),
 	})
 	if lease := resp.Secret.LeaseOptions; lease.TTL != 3599*time.Second || lease.MaxTTL != lease.TTL || !lease.Renewable {
 		t.Fatalf("lease = %+v, want TTL and max TTL 3599s, renewable", lease)

@@ -47,7 +47,18 @@ const propsChecks = "60"
 //  7. a restart (a new backend on the same storage) serves the token the old
 //     process had, if still good enough, without asking Mirakl;
 //  8. mirakl/status and mirakl/metrics count the same requests, no more
-//     than Mirakl saw, and the metrics hold nothing secret.
+//     than Mirakl saw, and the metrics hold nothing secret;
+//  9. no read, renewal or periodic call waits on a hanging Mirakl while a
+//     valid token is cached, and no lease is longer than the lifetime Mirakl
+//     issued its token with, whatever the clocks did between a store and a
+//     restore.
+//
+// The world includes what breaks at the edges: a first reader who hangs up
+// during the load after a restart, Mirakl hanging until the history lets it
+// go, refusals followed by recovery, slow storage, an entry restored from a
+// node whose clock was skewed, host suspends (the wall clock jumps, the
+// monotonic one does not) and wall clocks stepped back. Every step runs under
+// a deadline: a step that hangs fails the run with its name.
 //
 // The operations go through the framework as Vault calls it: HandleRequest
 // for paths and leases (with the lease's secret type as Vault stored it),
@@ -64,7 +75,7 @@ func TestProperties(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		h := newHistory(rt)
 		defer h.close()
-		rt.Repeat(h.actions())
+		rt.Repeat(withDeadlines(h.actions()))
 	})
 	// Promise 6: once every history closed its backend and fakes.
 	deadline := time.Now().Add(10 * time.Second)
@@ -77,6 +88,51 @@ func TestProperties(t *testing.T) {
 	}
 }
 
+// propsStepDeadline bounds one step of a history: far beyond what any step
+// takes (an attempt's timeout is at most 5s here), so that a step that waits
+// where it must not fails the run with its name instead of hanging it.
+const propsStepDeadline = 2 * time.Minute
+
+// withDeadlines runs each action under propsStepDeadline. A step past it
+// ends the test binary with the step's name: rapid's T cannot be failed
+// from another goroutine, and the step's own goroutine is the one stuck.
+func withDeadlines(actions map[string]func(*rapid.T)) map[string]func(*rapid.T) {
+	timed := make(map[string]func(*rapid.T), len(actions))
+	for name, action := range actions {
+		timed[name] = func(t *rapid.T) {
+			timer := time.AfterFunc(propsStepDeadline, func() {
+				panic(fmt.Sprintf("TestProperties: the step %q has not finished after %s: it waits where it must not", name, propsStepDeadline))
+			})
+			defer timer.Stop()
+			action(t)
+		}
+	}
+	return timed
+}
+
+// propsStorage is the history's storage: it honours the context as real
+// storage does, and can be slow to write (the clock passes while it does).
+type propsStorage struct {
+	*logical.InmemStorage
+	clock    *suspendableClock
+	putDelay time.Duration
+}
+
+func (s *propsStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.InmemStorage.Get(ctx, key)
+}
+
+func (s *propsStorage) Put(ctx context.Context, entry *logical.StorageEntry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.clock.Advance(s.putDelay)
+	return s.InmemStorage.Put(ctx, entry)
+}
+
 // arrival is one request as the recording front of the fake saw it.
 type arrival struct{ secret string }
 
@@ -86,8 +142,8 @@ type arrival struct{ secret string }
 type history struct {
 	t       *rapid.T
 	ctx     context.Context
-	clock   *testClock
-	storage *logical.InmemStorage
+	clock   *suspendableClock
+	storage *propsStorage
 	logs    *syncBuffer
 	backend *backend
 
@@ -105,17 +161,25 @@ type history struct {
 	stored   *miraklConfig // what the history wrote last, successfully; nil if none
 	secrets  []string      // every secret the history used
 	leases   []*logical.Secret
+
+	// hold, when not nil, keeps every request to Mirakl waiting until the
+	// history closes it (Mirakl stuck).
+	hold chan struct{}
 }
+
+// propsExpiresIn is the lifetime the fakes issue tokens with.
+const propsExpiresIn = 600 * time.Second
 
 const propsClientID = "props-client"
 
 func newHistory(rt *rapid.T) *history {
+	clock := &suspendableClock{base: time.Now()}
 	h := &history{t: rt, ctx: context.Background(), healthy: true,
-		clock: &testClock{now: time.Date(2026, 11, 28, 11, 0, 0, 0, time.UTC)}, storage: &logical.InmemStorage{}, logs: &syncBuffer{}}
+		clock: clock, storage: &propsStorage{InmemStorage: &logical.InmemStorage{}, clock: clock}, logs: &syncBuffer{}}
 	first := h.newSecret()
 	h.accepted = first
-	h.fake = fakemirakl.NewHandler(propsClientID, first, fakemirakl.WithTokenPrefix(testTokenPrefix), fakemirakl.WithExpiresIn(600))
-	h.other = fakemirakl.NewHandler(propsClientID, first, fakemirakl.WithTokenPrefix(testTokenPrefix+"other-"), fakemirakl.WithExpiresIn(600))
+	h.fake = fakemirakl.NewHandler(propsClientID, first, fakemirakl.WithTokenPrefix(testTokenPrefix), fakemirakl.WithExpiresIn(int(propsExpiresIn.Seconds())))
+	h.other = fakemirakl.NewHandler(propsClientID, first, fakemirakl.WithTokenPrefix(testTokenPrefix+"other-"), fakemirakl.WithExpiresIn(int(propsExpiresIn.Seconds())))
 	h.fakeURL = h.serve(h.fake)
 	h.otherURL = h.serve(h.other)
 	h.start()
@@ -148,11 +212,13 @@ func (h *history) start() {
 		h.t.Fatal(err)
 	}
 	b.retries = retryPolicy{MaxRetries: 1, WaitMin: time.Millisecond, WaitMax: 5 * time.Millisecond}
+	b.fresherWait = 20 * time.Millisecond
 	h.backend = b
 	h.startedAt = h.arrivalCount()
 }
 
 func (h *history) close() {
+	h.unstick()
 	h.backend.Cleanup(h.ctx)
 	for _, s := range h.servers {
 		s.Close()
@@ -184,18 +250,68 @@ func (h *history) arrivalsSince(n int) []arrival {
 }
 
 func (h *history) request(req *logical.Request) (*logical.Response, error) {
-	req.Storage = h.storage
-	req.MountPoint = "mirakl/"
-	resp, err := h.backend.HandleRequest(h.ctx, req)
-	h.settle()
-	return resp, err
+	return h.requestOn(h.ctx, req, false)
 }
 
-// settle waits for the requests a step started: the next step starts from rest.
+// requestOn sends req with ctx. While Mirakl is stuck, a request that must
+// not wait on it (mayWait false) must return while it is still stuck; one
+// that may lets Mirakl go first.
+func (h *history) requestOn(ctx context.Context, req *logical.Request, mayWait bool) (*logical.Response, error) {
+	req.Storage = h.storage
+	req.MountPoint = "mirakl/"
+	if h.hold != nil && mayWait {
+		h.unstick()
+	}
+	type result struct {
+		resp *logical.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := h.backend.HandleRequest(ctx, req)
+		done <- result{resp, err}
+	}()
+	// A request that waited on a stuck Mirakl returns only when an attempt
+	// times out, after request_timeout/3 at least: with request_timeout 5s,
+	// a second tells it from one that did not wait (a few milliseconds).
+	var wrongWait <-chan time.Time
+	if h.hold != nil && !mayWait && h.stored != nil && h.stored.RequestTimeout >= 5*time.Second {
+		wrongWait = time.After(time.Second)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-wrongWait:
+		h.t.Fatalf("%s %s waited on a stuck Mirakl although it must not", req.Operation, req.Path)
+	}
+	h.settle()
+	return r.resp, r.err
+}
+
+// settle waits for the requests a step started: the next step starts from
+// rest. While Mirakl is stuck they wait for it, and the next step with them.
 func (h *history) settle() {
+	if h.hold != nil {
+		return
+	}
 	if mount := h.backend.loadedMount(); mount != nil {
 		mount.cache.running.Wait()
 	}
+}
+
+// unstick lets a stuck Mirakl answer (as it is otherwise configured) and
+// waits for the requests it held.
+func (h *history) unstick() {
+	if h.hold == nil {
+		return
+	}
+	close(h.hold)
+	h.hold = nil
+	h.healthy = true
+	for _, fake := range []*fakemirakl.Server{h.fake, h.other} {
+		fake.FailRandomly(0, fakemirakl.Fault{})
+	}
+	h.settle()
 }
 
 func (h *history) status() map[string]any {
@@ -220,7 +336,17 @@ func (h *history) cached() (fingerprint string, remaining, lifetime time.Duratio
 	}
 	issued, _ := time.Parse(time.RFC3339, s["token_issued_at"].(string))
 	expires, _ := time.Parse(time.RFC3339, s["token_expires_at"].(string))
-	return fp, expires.Sub(h.clock.Now()), expires.Sub(issued), true
+	// token_expires_in is the engine's own view by both clocks, in whole
+	// seconds rounded down.
+	left, _ := s["token_expires_in"].(int64)
+	return fp, time.Duration(left) * time.Second, expires.Sub(issued), true
+}
+
+// validCached: status shows a cached token that the engine serves without
+// asking Mirakl (at least 2s left; 3s, as status rounds down).
+func (h *history) validCached() bool {
+	_, remaining, _, ok := h.cached()
+	return ok && remaining >= 3*time.Second
 }
 
 func (h *history) actions() map[string]func(*rapid.T) {
@@ -236,6 +362,7 @@ func (h *history) actions() map[string]func(*rapid.T) {
 		"change Mirakl":    h.changeMirakl,
 		"rotate at Mirakl": h.rotateAtMirakl,
 		"restart":          h.restart,
+		"storage speed":    h.storageSpeed,
 		"":                 h.checkLogs,
 	}
 }
@@ -289,7 +416,7 @@ func (h *history) writeConfig(t *rapid.T) {
 		op = logical.UpdateOperation
 	}
 	arrivals := h.arrivalCount()
-	resp, err := h.request(&logical.Request{Operation: op, Path: "config", Data: data})
+	resp, err := h.requestOn(h.ctx, &logical.Request{Operation: op, Path: "config", Data: data}, true)
 	h.checkClean("config write", resp, err, secretGiven)
 	after, _ := readConfig(h.ctx, h.storage)
 
@@ -333,7 +460,7 @@ func (h *history) deleteConfig(t *rapid.T) {
 		t.Skip("deletes are rarer than writes")
 	}
 	arrivals := h.arrivalCount()
-	resp, err := h.request(&logical.Request{Operation: logical.DeleteOperation, Path: "config"})
+	resp, err := h.requestOn(h.ctx, &logical.Request{Operation: logical.DeleteOperation, Path: "config"}, true)
 	h.checkClean("config delete", resp, err, false)
 	h.stored = nil
 	if h.arrivalCount() != arrivals {
@@ -355,8 +482,9 @@ func (h *history) readToken(t *rapid.T) {
 	goodEnough := cached && remaining >= 2*time.Second && remaining >= min(want, lifetime/2)
 	held := h.held()
 	now := h.clock.Now()
+	mayWait := !h.validCached()
 	h.expectRequests(func() {
-		resp, err := h.request(&logical.Request{Operation: logical.ReadOperation, Path: "token", Data: data})
+		resp, err := h.requestOn(h.ctx, &logical.Request{Operation: logical.ReadOperation, Path: "token", Data: data}, mayWait)
 		h.checkClean("token read", resp, err, false)
 		if err != nil || resp == nil || resp.IsError() {
 			if goodEnough {
@@ -387,6 +515,9 @@ func (h *history) checkLease(what string, now time.Time, secret *logical.Secret)
 	}
 	if end := now.Add(secret.TTL); end.After(expiresAt) || secret.TTL < time.Second {
 		h.t.Fatalf("%s: a lease of %s ends after its token (%s left)", what, secret.TTL, expiresAt.Sub(now))
+	}
+	if secret.TTL > propsExpiresIn { // promise 9
+		h.t.Fatalf("%s: a lease of %s for a token issued for %s", what, secret.TTL, propsExpiresIn)
 	}
 }
 
@@ -454,10 +585,32 @@ func (h *history) invalidate(t *rapid.T) {
 // 7: the token it had, if still good enough, is what the first read gets,
 // whatever Mirakl is doing, and it asks Mirakl only for a successor that was
 // due anyway.
-func (h *history) restart(*rapid.T) {
+func (h *history) restart(t *rapid.T) {
+	h.unstick()
 	fingerprint, remaining, lifetime, cached := h.cached()
 	h.backend.Cleanup(h.ctx)
+	// The node that stored the token may have had another clock: the entry
+	// says so, and the new process must not give the token more life than
+	// it was issued with.
+	skew := rapid.SampledFrom([]time.Duration{0, 0, 0, 30 * time.Minute, -30 * time.Second}).Draw(t, "clock skew of the storing node")
+	if skew != 0 {
+		h.skewStoredToken(skew)
+	}
 	h.start()
+	if rapid.IntRange(0, 3).Draw(t, "the first reader hangs up") == 0 {
+		// A reader who gives up during the first load: it may fail, the
+		// mount must not lose its stored token for it.
+		ctx, cancel := context.WithCancel(h.ctx)
+		cancel()
+		resp, err := h.requestOn(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "token"}, false)
+		h.checkClean("token read", resp, err, false)
+		if err == nil && resp != nil && !resp.IsError() {
+			h.leases = append(h.leases, resp.Secret)
+		}
+	}
+	if skew < 0 {
+		remaining += skew
+	}
 	if !cached || h.stored == nil || remaining < 2*time.Second || remaining < min(h.stored.MinTTL, lifetime/2) {
 		return
 	}
@@ -478,16 +631,64 @@ func (h *history) restart(*rapid.T) {
 	h.leases = append(h.leases, resp.Secret)
 }
 
+// skewStoredToken moves the stored entry's times by skew, as a node whose
+// wall clock was that far off would have written them.
+func (h *history) skewStoredToken(skew time.Duration) {
+	raw, err := h.storage.InmemStorage.Get(h.ctx, tokenStorageKey)
+	if err != nil || raw == nil {
+		return
+	}
+	var entry storedTokenEntry
+	if err := raw.DecodeJSON(&entry); err != nil {
+		h.t.Fatalf("the stored token does not decode: %v", err)
+	}
+	entry.IssuedAt, entry.ExpiresAt = entry.IssuedAt.Add(skew), entry.ExpiresAt.Add(skew)
+	skewed, err := logical.StorageEntryJSON(tokenStorageKey, &entry)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.storage.InmemStorage.Put(h.ctx, skewed); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// advanceClock passes time: as it does, as a host suspend does (the wall
+// clock jumps, the monotonic one stays), or steps the wall clock back.
 func (h *history) advanceClock(t *rapid.T) {
-	h.clock.Advance(rapid.SampledFrom([]time.Duration{
+	d := rapid.SampledFrom([]time.Duration{
 		time.Second, 3 * time.Second, 30 * time.Second, time.Minute, 4 * time.Minute, 5 * time.Minute, 6 * time.Minute, 11 * time.Minute,
-	}).Draw(t, "advance"))
+	}).Draw(t, "advance")
+	switch rapid.IntRange(0, 9).Draw(t, "how") {
+	case 0:
+		h.clock.Suspend(d) // longer than a hold, for the longer ones
+	case 1:
+		h.clock.Suspend(-d) // the wall clock stepped back
+	default:
+		h.clock.Advance(d)
+	}
+}
+
+// storageSpeed: storage writes take a while (the clock passes while a new
+// token is kept), or not.
+func (h *history) storageSpeed(t *rapid.T) {
+	h.storage.putDelay = rapid.SampledFrom([]time.Duration{0, 0, time.Second, 5 * time.Second}).Draw(t, "token write takes")
 }
 
 func (h *history) changeMirakl(t *rapid.T) {
+	h.unstick()
 	// Hanging costs real time (an attempt's timeout): drawn more rarely.
-	modes := []string{"healthy", "healthy", "healthy", "429", "429 long", "503", "refusing", "malformed", "echoing", "slow", "healthy", "hanging"}
+	modes := []string{"healthy", "healthy", "healthy", "429", "429 long", "503", "refusing", "malformed", "echoing", "slow", "healthy", "hanging", "stuck"}
 	mode := rapid.SampledFrom(modes).Draw(t, "Mirakl")
+	if mode == "stuck" {
+		// Every request waits until the history lets Mirakl go (a read that
+		// finds no valid token, a write, a restart, another change).
+		h.healthy = false
+		h.hold = make(chan struct{})
+		for _, fake := range []*fakemirakl.Server{h.fake, h.other} {
+			fake.FailRandomly(1, fakemirakl.Hang(h.hold))
+		}
+		return
+	}
 	h.healthy = mode == "healthy" || mode == "slow"
 	echo := func(body string) string {
 		raw, _ := json.Marshal(map[string]string{"error": "invalid_request", "error_description": "got " + body})

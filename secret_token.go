@@ -2,6 +2,7 @@ package mirakl
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -17,6 +18,9 @@ const secretTokenType = "mirakl_token"
 const (
 	internalFingerprint = "token_fingerprint"
 	internalExpiresAt   = "token_expires_at" // RFC 3339, so that a renewal needs neither storage nor Mirakl
+	// internalLifetime is the lifetime Mirakl issued the token with, in
+	// seconds: no renewal is longer, whatever the wall clock did since.
+	internalLifetime = "token_lifetime_seconds"
 )
 
 func secretToken(b *backend) *framework.Secret {
@@ -46,17 +50,31 @@ func (b *backend) secretTokenRenew(_ context.Context, req *logical.Request, _ *f
 		// Leases from before renewals carry no expiry: they end on their own.
 		return logical.ErrorResponse("this lease cannot be renewed (it predates renewable leases): read %stoken for a new token", req.MountPoint), nil
 	}
+	// The lease knows the token's expiry by the wall clock only; while the
+	// token is the cached one, the one clock rule (clock.go) applies too, so
+	// that a wall clock stepped back does not lengthen the lease.
+	now := b.now()
+	fingerprint, _ := req.Secret.InternalData[internalFingerprint].(string)
+	left := timeLeft(now, expiresAt)
+	if lifetime, ok := leaseLifetime(req.Secret); ok {
+		left = min(left, lifetime)
+	}
+	if mount := b.loadedMount(); mount != nil && fingerprint != "" {
+		if tok := mount.cache.current(); tok != nil && tok.fingerprint == fingerprint {
+			left = min(left, tok.remaining(now))
+		}
+	}
 	// Vault checks the answer against the cap a moment after we computed it:
 	// a second's margin keeps an ordinary renewal within the token's expiry
 	// without a "capped" warning.
-	left := (expiresAt.Sub(b.now()) - renewMargin).Truncate(time.Second)
+	left = (left - renewMargin).Truncate(time.Second)
 	if left < time.Second {
 		return logical.ErrorResponse("the Mirakl token of this lease has expired: read %stoken for a new token", req.MountPoint), nil
 	}
 	// A renewal is a reader still using the token: if it is the cached one
 	// and its successor is due, fetch that now, so that the reader's next read
 	// (when renewals stop growing) finds a fresh token.
-	if fingerprint, _ := req.Secret.InternalData[internalFingerprint].(string); fingerprint != "" {
+	if fingerprint != "" {
 		b.refreshIfDue(fingerprint)
 	}
 	resp := &logical.Response{Secret: req.Secret}
@@ -84,4 +102,29 @@ func leaseExpiry(secret *logical.Secret) (time.Time, bool) {
 	raw, _ := secret.InternalData[internalExpiresAt].(string)
 	expiresAt, err := time.Parse(time.RFC3339Nano, raw)
 	return expiresAt, err == nil
+}
+
+// leaseLifetime is the lifetime of the lease's token, if the lease carries it
+// (leases from before it do not). Vault keeps internal data as JSON: the
+// number may come back as a float64 or a json.Number.
+func leaseLifetime(secret *logical.Secret) (time.Duration, bool) {
+	var seconds float64
+	switch v := secret.InternalData[internalLifetime].(type) {
+	case int64:
+		seconds = float64(v)
+	case float64:
+		seconds = v
+	case json.Number:
+		f, err := v.Float64()
+		if err != nil {
+			return 0, false
+		}
+		seconds = f
+	default:
+		return 0, false
+	}
+	if seconds < minExpiresIn || seconds > maxExpiresIn {
+		return 0, false
+	}
+	return time.Duration(seconds) * time.Second, true
 }

@@ -1,9 +1,15 @@
 package mirakl
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
 )
 
 // A lease ends whenever a reader's Vault token does: that must not cost the
@@ -140,5 +146,44 @@ func TestRenewCapIsTheTokensExpiry(t *testing.T) {
 	if renewed.Secret.MaxTTL != 3599*time.Second || renewed.Secret.TTL != 39*time.Minute+58*time.Second {
 		t.Fatalf("renewal: TTL %s, max TTL %s; want 39m58s (a second short of the token), max TTL 59m59s from the issue time",
 			renewed.Secret.TTL, renewed.Secret.MaxTTL)
+	}
+}
+
+// A renewal follows the one clock rule too: after the wall clock stepped
+// back, it is no longer than the token has left by the monotonic clock while
+// the token is cached, and never longer than the token's lifetime.
+func TestRenewalAfterTheWallClockSteppedBack(t *testing.T) {
+	t.Parallel()
+	fake := fakemirakl.New(testClientID, testClientSecret, fakemirakl.WithTokenPrefix(testTokenPrefix), fakemirakl.WithExpiresIn(600))
+	t.Cleanup(fake.Close)
+	storage := &logical.InmemStorage{}
+	config := logical.TestBackendConfig()
+	config.StorageView = storage
+	config.Logger = hclog.NewNullLogger()
+	clock := &suspendableClock{base: time.Now()}
+	b, err := newBackend(context.Background(), config, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cleanupWithin(t, b) })
+	request := func(req *logical.Request) *logical.Response {
+		t.Helper()
+		req.Storage, req.MountPoint = storage, "mirakl/"
+		resp, err := b.HandleRequest(context.Background(), req)
+		requireOK(t, resp, err)
+		return resp
+	}
+	request(&logical.Request{Operation: logical.UpdateOperation, Path: "config", Data: map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": fake.TokenURL(), "verify": false}})
+	read := request(&logical.Request{Operation: logical.ReadOperation, Path: "token"})
+	clock.Advance(time.Minute)
+	clock.Suspend(-5 * time.Minute) // the wall clock steps back
+	renewed := request(&logical.Request{Operation: logical.RenewOperation, Secret: read.Secret})
+	if renewed.Secret.TTL > 540*time.Second {
+		t.Fatalf("a lease renewed a minute into a 10m token, after the wall clock stepped back, lasts %s", renewed.Secret.TTL)
+	}
+	b.InvalidateKey(context.Background(), configStorageKey) // the token is no longer in memory
+	renewed = request(&logical.Request{Operation: logical.RenewOperation, Secret: read.Secret})
+	if renewed.Secret.TTL > 600*time.Second {
+		t.Fatalf("a lease renewed after the wall clock stepped back lasts %s, longer than its token's 10m life", renewed.Secret.TTL)
 	}
 }

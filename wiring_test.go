@@ -128,11 +128,17 @@ func TestRenewAndRevokeTheLeaseAsVaultStoredIt(t *testing.T) {
 	env.Configure(map[string]any{"verify": false})
 	resp, token := env.MustReadToken()
 	stored := map[string]any{
-		"secret_type":       "mirakl_token",
-		"token_fingerprint": tokenFingerprint(token),
-		"token_expires_at":  "2026-11-28T11:59:59Z", // the test clock's start plus Mirakl's 3599s
+		"secret_type":            "mirakl_token",
+		"token_fingerprint":      tokenFingerprint(token),
+		"token_expires_at":       "2026-11-28T11:59:59Z", // the test clock's start plus Mirakl's 3599s
+		"token_lifetime_seconds": int64(3599),
 	}
 	requireData(t, "the lease's internal data", resp.Secret.InternalData, stored)
+	// Vault keeps it as JSON: the number comes back a float64.
+	stored["token_lifetime_seconds"] = float64(3599)
+	// A lease from an earlier version has no lifetime, and renews all the same.
+	earlier := maps.Clone(stored)
+	delete(earlier, "token_lifetime_seconds")
 
 	lease := func(internal map[string]any) *logical.Secret {
 		return &logical.Secret{
@@ -146,10 +152,12 @@ func TestRenewAndRevokeTheLeaseAsVaultStoredIt(t *testing.T) {
 	}
 
 	env.clock.Advance(20 * time.Minute)
-	renewed, err := handle(logical.RenewOperation, lease(stored))
-	requireOK(t, renewed, err)
-	if want := 39*time.Minute + 58*time.Second; renewed == nil || renewed.Secret.TTL != want {
-		t.Fatalf("renewal of the stored lease: %#v, want TTL %s", renewed, want)
+	for _, internal := range []map[string]any{stored, earlier} {
+		renewed, err := handle(logical.RenewOperation, lease(internal))
+		requireOK(t, renewed, err)
+		if want := 39*time.Minute + 58*time.Second; renewed == nil || renewed.Secret.TTL != want {
+			t.Fatalf("renewal of the stored lease %v: %#v, want TTL %s", internal, renewed, want)
+		}
 	}
 	revoked, err := handle(logical.RevokeOperation, lease(stored))
 	requireOK(t, revoked, err)

@@ -28,12 +28,19 @@ func testRefreshAheadWhileMiraklMisbehaves(t *testing.T, server vaulttest.Kind) 
 	// failure shows in warnings from 20s on, when less than min_ttl is left
 	// (below min_ttl a read on a healthy mount would wait for the next token).
 	const expiresIn = 30 * time.Second
+	// Tokens of 90s for the refusal: the refresh point is 45s before expiry,
+	// which leaves room for the 30s refusal hold and one more attempt.
+	const refusedExpiresIn = 90 * time.Second
 	e := newEnvFor(t, server, vaulttest.Options{})
 	// One mount per scenario, so that both run at once.
 	hanging := e.newAccount("hanging", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
 	failing := e.newAccount("failing", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
+	belowMinTTL := e.newAccount("below-min-ttl", fakemirakl.WithExpiresIn(int(expiresIn.Seconds())))
+	refused := e.newAccount("refused", fakemirakl.WithExpiresIn(int(refusedExpiresIn.Seconds())))
 	e.mount("mirakl-hanging")
 	e.mount("mirakl-failing")
+	e.mount("mirakl-below-min-ttl")
+	e.mount("mirakl-refused")
 	cli := e.root()
 
 	// configure points mount at account a and returns its first token and when it expires.
@@ -65,6 +72,61 @@ func testRefreshAheadWhileMiraklMisbehaves(t *testing.T, server vaulttest.Kind) 
 		}
 		if got := acme.fake.Requests(); got != 2 {
 			t.Fatalf("the fake saw %d requests, want the config's and one background request", got)
+		}
+	})
+
+	// The config's min_ttl shapes refresh ahead, never a wait: with Mirakl
+	// hanging from the refresh point, reads below min_ttl answer at once with
+	// the valid cached token and a warning.
+	t.Run("Mirakl hanging, reads below min_ttl", func(t *testing.T) {
+		t.Parallel()
+		const mount = "mirakl-below-min-ttl"
+		acme := belowMinTTL
+		e.configure(mount, acme, "min_ttl=25s", "request_timeout=60s")
+		first := readToken(t, cli, mount).accessToken()
+		issued, _ := acme.fake.IssuedAt(first)
+		acme.fake.FailRandomly(1, fakemirakl.Slow(time.Hour))
+		time.Sleep(time.Until(issued.Add(expiresIn/2 + time.Second))) // 14s left, below min_ttl
+		for range 5 {
+			sent := time.Now()
+			tok := readToken(t, cli, mount)
+			if tok.accessToken() != first || len(tok.Warnings) != 1 || !strings.Contains(tok.Warnings[0], "min_ttl") {
+				t.Fatalf("the read did not get the cached token with a warning: %v", tok.Warnings)
+			}
+			if took := time.Since(sent); took > 10*time.Second {
+				t.Fatalf("a read took %s: it waited on Mirakl", took)
+			}
+		}
+		if got := acme.fake.Requests(); got != 2 {
+			t.Fatalf("the fake saw %d requests, want the config's and one background request", got)
+		}
+	})
+
+	// A refusal holds, it does not stop: Mirakl refuses the credentials for a
+	// few seconds at the refresh point, then answers again; the token is
+	// replaced before it expires, and no read fails.
+	t.Run("Mirakl refusing, then recovering", func(t *testing.T) {
+		t.Parallel()
+		const mount = "mirakl-refused"
+		acme := refused
+		e.configure(mount, acme, "min_ttl=10s", "request_timeout=10s")
+		first := readToken(t, cli, mount).accessToken()
+		issued, _ := acme.fake.IssuedAt(first)
+		expires := issued.Add(refusedExpiresIn)
+		acme.fake.FailRandomly(1, fakemirakl.OAuthError(http.StatusUnauthorized, "invalid_client", "refused"))
+		time.Sleep(time.Until(expires.Add(-refusedExpiresIn/2 + time.Second))) // past the refresh point
+		readToken(t, cli, mount)                                               // starts the refresh, refused
+		eventually(t, 10*time.Second, "the refusal", func() bool { return acme.fake.Stats().Faults > 0 })
+		time.Sleep(3 * time.Second)
+		acme.fake.FailRandomly(0, fakemirakl.Fault{})
+		var next string
+		eventually(t, time.Until(expires), "a new token before the old one expires", func() bool {
+			next = readToken(t, cli, mount).accessToken() // fails the test if a read fails
+			return next != first
+		})
+		issuedBy(t, acme, next)
+		if issued, _ := acme.fake.IssuedAt(next); !issued.Before(expires) {
+			t.Errorf("the new token came %s after the old one expired", issued.Sub(expires))
 		}
 	})
 
