@@ -81,7 +81,7 @@ func pathConfig(b *backend) *framework.Path {
 			},
 			fieldMinTTL: {
 				Type:        framework.TypeDurationSecond,
-				Description: "Least life a read wants the token to have left (e.g. 10m; at most 24h, and honoured up to half the token's lifetime). While Mirakl is healthy, a read that finds less waits for the next token (one request, shared by every reader); while Mirakl is failing, it gets the cached token, if still valid, with a warning. Readers may ask for more with their own min_ttl.",
+				Description: "Least life a read wants the token to have left (e.g. 10m; at most 24h, and honoured up to half the token's lifetime). The next token is fetched in the background from min_ttl + 2m before expiry; a read that finds less gets the valid cached token with a warning, never a wait. Readers may ask for more with their own min_ttl.",
 				Default:     int(defaultMinTTL.Seconds()),
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "Minimum TTL",
@@ -440,9 +440,11 @@ the cached token and cancels the requests of the old config; "vault write -f
 mirakl/config" gets a fresh one.
 
 After a failed request, the engine holds further requests to Mirakl back
-(a backoff from 5s to 1m, at least 30s after a refusal, and Mirakl's
+(a backoff from 5s to 1m; after a refusal 30s doubling to 5m; Mirakl's
 Retry-After up to 5m): reads that find no valid token fail at once with the
-last failure and the time of the next attempt. A config write with verify is
+last failure and the time of the next attempt, and each attempt the hold
+lets out is a single HTTP request. Background refreshes go on at that pace,
+after a refusal too. A config write with verify is
 an admin's explicit "try now": it makes its one request even then, except
 while Mirakl's Retry-After holds (then it fails at once; verify=false stores
 without asking). A write that keeps token_url carries the hold over, except a

@@ -20,7 +20,7 @@ func pathToken(b *backend) *framework.Path {
 		Fields: map[string]*framework.FieldSchema{
 			fieldMinTTL: {
 				Type:        framework.TypeDurationSecond,
-				Description: "Least life the returned token must have left (e.g. 30m); defaults to the config's min_ttl.",
+				Description: "Least life the returned token should have left (e.g. 30m; honoured up to half the token's lifetime); defaults to the config's min_ttl. Given on the read and more than the cached token has, the read waits at most 3s for a new one, then gets the cached token with a warning.",
 				Query:       true,
 			},
 		},
