@@ -185,6 +185,7 @@ type fetchedToken struct {
 type tokenClient struct {
 	clientID     string
 	clientSecret string
+	audience     string
 	tokenURL     string
 	timeout      time.Duration
 	now          func() time.Time
@@ -221,6 +222,7 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, now func() time.Time,
 	c := &tokenClient{
 		clientID:     cfg.ClientID,
 		clientSecret: cfg.ClientSecret,
+		audience:     cfg.Audience,
 		tokenURL:     cfg.TokenURL,
 		timeout:      cfg.RequestTimeout,
 		now:          now,
@@ -276,6 +278,9 @@ func (c *tokenClient) fetch(ctx context.Context, probe bool) (*fetchedToken, err
 		"grant_type":    {"client_credentials"},
 		"client_id":     {c.clientID},
 		"client_secret": {c.clientSecret},
+	}
+	if c.audience != "" {
+		form.Set("audience", c.audience)
 	}
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, strings.NewReader(form.Encode()))
 	if err != nil {

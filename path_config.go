@@ -32,6 +32,7 @@ const (
 	fieldMinTTL         = "min_ttl"
 	fieldCACert         = "ca_cert"
 	fieldVerify         = "verify"
+	fieldAudience       = "audience"
 )
 
 // miraklConfig is the mount's stored configuration.
@@ -42,6 +43,10 @@ type miraklConfig struct {
 	RequestTimeout time.Duration `json:"request_timeout"`
 	MinTTL         time.Duration `json:"min_ttl"`
 	CACert         string        `json:"ca_cert,omitempty"`
+	// Audience, when set, is sent with every request for the mount's token
+	// (the seller APIs' company): unset, the request is the three fields
+	// Mirakl documents.
+	Audience string `json:"audience,omitempty"`
 }
 
 func pathConfig(b *backend) *framework.Path {
@@ -92,6 +97,13 @@ func pathConfig(b *backend) *framework.Path {
 				Description: "PEM certificates trusted in addition to the system roots, for a TLS-inspecting proxy in front of Mirakl; at most 64 KiB. Changing it requires client_secret in the same write.",
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name: "CA certificate",
+				},
+			},
+			fieldAudience: {
+				Type:        framework.TypeString,
+				Description: "Sent as the audience form field with every token request of mirakl/token, for the Mirakl Connect seller APIs: the company the token is for (its id, a URL or a word such as mirakl-connect). Unset (the default), the request is the three fields Mirakl documents. Printable ASCII without spaces, at most 256 bytes; changing it needs no client_secret and drops the cached token. Write an empty value to unset it.",
+				DisplayAttrs: &framework.DisplayAttributes{
+					Name: "Audience",
 				},
 			},
 			fieldVerify: {
@@ -249,6 +261,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		fieldRequestTimeout: int64(cfg.RequestTimeout.Seconds()),
 		fieldMinTTL:         int64(cfg.MinTTL.Seconds()),
 		fieldCACert:         cfg.CACert,
+		fieldAudience:       cfg.Audience,
 	}}, nil
 }
 
@@ -288,6 +301,7 @@ const (
 	maxClientSecretBytes = 1024
 	maxTokenURLBytes     = 2048
 	maxCACertBytes       = 64 << 10
+	maxAudienceBytes     = 256
 	maxMinTTL            = 24 * time.Hour
 )
 
@@ -318,6 +332,7 @@ func (c *miraklConfig) update(d *framework.FieldData) error {
 		text(fieldClientSecret, maxClientSecretBytes, isVSChar, credentialChars, &c.ClientSecret),
 		text(fieldTokenURL, maxTokenURLBytes, isURLChar, "printable ASCII characters without spaces", &c.TokenURL),
 		text(fieldCACert, maxCACertBytes, isPEMChar, "PEM text (printable ASCII and line breaks)", &c.CACert),
+		text(fieldAudience, maxAudienceBytes, isURLChar, "printable ASCII characters without spaces", &c.Audience),
 	} {
 		if err != nil {
 			return err
@@ -345,9 +360,10 @@ func (c *miraklConfig) movesSecretFrom(old *miraklConfig) bool {
 	return c.TokenURL != old.TokenURL || c.CACert != old.CACert
 }
 
-// sameCredentials reports whether c sends the same client id and secret as old.
+// sameCredentials reports whether c asks for tokens as old did: the same
+// client id and secret, for the same audience (a refusal may concern it).
 func (c *miraklConfig) sameCredentials(old *miraklConfig) bool {
-	return c.ClientID == old.ClientID && c.ClientSecret == old.ClientSecret
+	return c.ClientID == old.ClientID && c.ClientSecret == old.ClientSecret && c.Audience == old.Audience
 }
 
 // validate says what the writer must fix, if anything.
@@ -454,11 +470,17 @@ An update that changes token_url or ca_cert must carry client_secret too: the
 stored secret is only ever sent to the endpoint it was written for, so that
 whoever may update the config cannot redirect it to a server of their own.
 
+For the Mirakl Connect seller APIs, audience names the company every token
+request is for (a fourth form field); unset, the request is the three fields
+Mirakl documents. Changing it needs no client_secret (the secret goes to the
+same endpoint) and drops the cached and stored token.
+
 Fields are bounded: client_id 256 bytes, client_secret 1024 bytes (both
-printable ASCII), token_url 2048 bytes, ca_cert 64 KiB, min_ttl 24h,
-request_timeout 5m.
+printable ASCII), token_url 2048 bytes, ca_cert 64 KiB, audience 256 bytes
+(printable ASCII without spaces), min_ttl 24h, request_timeout 5m.
 
   $ vault write mirakl/config client_id=... client_secret=...
   $ vault write mirakl/config min_ttl=15m
+  $ vault write mirakl/config audience=2f6a3c1e-9b4d-4e7a-8c1f-5d2b7e9a0c3d
   $ vault read mirakl/config
 `

@@ -27,6 +27,7 @@ func TestConfigCreateReadHidesSecret(t *testing.T) {
 		"request_timeout": int64(20),
 		"min_ttl":         int64(900),
 		"ca_cert":         "",
+		"audience":        "",
 	})
 	if strings.Contains(serialized(t, resp), testClientSecret) {
 		t.Fatal("the client secret appears in the serialized config read")
@@ -41,7 +42,7 @@ func TestConfigDefaults(t *testing.T) {
 	resp, err = env.ReadConfig()
 	requireOK(t, resp, err)
 	requireData(t, "config read", resp.Data, map[string]any{
-		"client_id": "id", "token_url": defaultTokenURL, "request_timeout": int64(30), "min_ttl": int64(600), "ca_cert": "",
+		"client_id": "id", "token_url": defaultTokenURL, "request_timeout": int64(30), "min_ttl": int64(600), "ca_cert": "", "audience": "",
 	})
 	if env.fake.Requests() != 0 {
 		t.Fatal("verify=false still called Mirakl")
@@ -59,7 +60,7 @@ func TestConfigUpdateChangesOnlyNamedFields(t *testing.T) {
 	resp, err = env.ReadConfig()
 	requireOK(t, resp, err)
 	requireData(t, "config read after the update", resp.Data, map[string]any{
-		"client_id": testClientID, "token_url": env.fake.TokenURL(), "request_timeout": int64(5), "min_ttl": int64(900), "ca_cert": "",
+		"client_id": testClientID, "token_url": env.fake.TokenURL(), "request_timeout": int64(5), "min_ttl": int64(900), "ca_cert": "", "audience": "",
 	})
 	stored, err := readConfig(env.ctx, env.storage)
 	if err != nil || stored.ClientSecret != testClientSecret {

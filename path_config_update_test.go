@@ -23,12 +23,14 @@ func TestConfigUpdateOfEachFieldKeepsEveryOther(t *testing.T) {
 		tokenURL               func(f fakes) string
 		requestTimeout, minTTL int64
 		caCert                 func(f fakes) string
+		audience               string
 	}
 	base := config{
 		clientID: "base-id", clientSecret: "base-secret",
 		tokenURL:       func(f fakes) string { return f.a.TokenURL() },
 		requestTimeout: 17, minTTL: 780,
-		caCert: func(f fakes) string { return strings.TrimSpace(f.a.CACertPEM()) },
+		caCert:   func(f fakes) string { return strings.TrimSpace(f.a.CACertPEM()) },
+		audience: "base-company",
 	}
 	cases := []struct {
 		field  string
@@ -46,6 +48,9 @@ func TestConfigUpdateOfEachFieldKeepsEveryOther(t *testing.T) {
 			func(c *config) { c.requestTimeout = 23 }},
 		{"min_ttl", func(fakes) map[string]any { return map[string]any{"min_ttl": "19m"} },
 			func(c *config) { c.minTTL = 1140 }},
+		// The audience moves no secret: no client_secret needed.
+		{"audience", func(fakes) map[string]any { return map[string]any{"audience": "new-company"} },
+			func(c *config) { c.audience = "new-company" }},
 		{"ca_cert", func(f fakes) map[string]any {
 			return map[string]any{"ca_cert": f.a.CACertPEM() + string(otherCA), "client_secret": "base-secret"}
 		}, func(c *config) {
@@ -56,10 +61,13 @@ func TestConfigUpdateOfEachFieldKeepsEveryOther(t *testing.T) {
 		t.Run(tc.field, func(t *testing.T) {
 			t.Parallel()
 			env := newTestEnv(t)
-			f := fakes{a: startTLSFake(t, "a-"), b: startTLSFake(t, "b-")}
+			want := base
+			tc.want(&want)
+			f := fakes{a: startTLSFake(t, "a-", want.audience), b: startTLSFake(t, "b-", want.audience)}
 			resp, err := env.WriteConfig(map[string]any{
 				"client_id": base.clientID, "client_secret": base.clientSecret, "token_url": base.tokenURL(f),
 				"request_timeout": base.requestTimeout, "min_ttl": base.minTTL, "ca_cert": base.caCert(f), "verify": false,
+				"audience": base.audience,
 			})
 			requireOK(t, resp, err)
 
@@ -68,13 +76,12 @@ func TestConfigUpdateOfEachFieldKeepsEveryOther(t *testing.T) {
 			resp, err = env.WriteConfig(update)
 			requireOK(t, resp, err)
 
-			want := base
-			tc.want(&want)
 			resp, err = env.ReadConfig()
 			requireOK(t, resp, err)
 			requireData(t, "the config after an update of "+tc.field, resp.Data, map[string]any{
 				"client_id": want.clientID, "token_url": want.tokenURL(f),
 				"request_timeout": want.requestTimeout, "min_ttl": want.minTTL, "ca_cert": want.caCert(f),
+				"audience": want.audience,
 			})
 
 			// The endpoint the config names takes only the credentials it
@@ -91,6 +98,9 @@ func TestConfigUpdateOfEachFieldKeepsEveryOther(t *testing.T) {
 			if prefix := map[*fakemirakl.Server]string{f.a: "a-", f.b: "b-"}[endpoint]; !strings.HasPrefix(token, prefix) {
 				t.Fatalf("token %q from the wrong endpoint", token)
 			}
+			if audience, _ := endpoint.AudienceOf(token); audience != want.audience {
+				t.Fatalf("token issued for audience %q, want %q", audience, want.audience)
+			}
 		})
 	}
 }
@@ -98,10 +108,11 @@ func TestConfigUpdateOfEachFieldKeepsEveryOther(t *testing.T) {
 type fakes struct{ a, b *fakemirakl.Server }
 
 // startTLSFake starts a fake over HTTPS (the httptest certificate, the same
-// for every such fake) whose tokens start with prefix.
-func startTLSFake(t *testing.T, prefix string) *fakemirakl.Server {
+// for every such fake) whose tokens start with prefix, for requests that
+// carry audience ("" for none).
+func startTLSFake(t *testing.T, prefix, audience string) *fakemirakl.Server {
 	t.Helper()
-	fake := fakemirakl.NewTLS("nobody-yet", "nothing-yet", fakemirakl.WithTokenPrefix(prefix))
+	fake := fakemirakl.NewTLS("nobody-yet", "nothing-yet", fakemirakl.WithTokenPrefix(prefix), fakemirakl.WithAudiences(audience))
 	t.Cleanup(fake.Close)
 	t.Cleanup(func() { requireNoViolations(t, fake) })
 	return fake

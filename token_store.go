@@ -75,7 +75,7 @@ type tokenStore struct {
 // configBinding identifies the config a token was issued for, without
 // holding anything that reveals the secret: an HMAC-SHA256 keyed with the
 // client secret over the other fields that decide who issues tokens to whom
-// (client_id, token_url, ca_cert), and a random salt per entry. Keyed with
+// (client_id, token_url, ca_cert, audience), and a random salt per entry. Keyed with
 // the secret, it cannot be computed, or matched to a config, without the
 // secret; salted, two entries of the same config (another mount, cluster or
 // backup) cannot be linked. It is no more a guess-check of the secret than
@@ -84,7 +84,13 @@ type tokenStore struct {
 // change which token Mirakl issues (a config write drops the token anyway).
 func configBinding(cfg *miraklConfig, salt []byte) []byte {
 	// A JSON array keeps the fields apart, whatever they hold.
-	message, _ := json.Marshal([]string{storedTokenBindingLabel, hex.EncodeToString(salt), cfg.ClientID, cfg.TokenURL, cfg.CACert})
+	fields := []string{storedTokenBindingLabel, hex.EncodeToString(salt), cfg.ClientID, cfg.TokenURL, cfg.CACert}
+	if cfg.Audience != "" {
+		// Only when set, so that entries stored before audience existed
+		// still bind to a config without one.
+		fields = append(fields, "audience", cfg.Audience)
+	}
+	message, _ := json.Marshal(fields)
 	mac := hmac.New(sha256.New, []byte(cfg.ClientSecret))
 	mac.Write(message)
 	return mac.Sum(nil)

@@ -217,7 +217,7 @@ func TestConfigAsStorageHoldsIt(t *testing.T) {
 	resp, err := restarted.HandleRequest(env.ctx, &logical.Request{Operation: logical.ReadOperation, Path: "config", Storage: env.storage})
 	requireOK(t, resp, err)
 	requireData(t, "the earlier version's config", resp.Data, map[string]any{
-		"client_id": testClientID, "token_url": env.fake.TokenURL(), "request_timeout": int64(30), "min_ttl": int64(600), "ca_cert": "",
+		"client_id": testClientID, "token_url": env.fake.TokenURL(), "request_timeout": int64(30), "min_ttl": int64(600), "ca_cert": "", "audience": "",
 	})
 	if tok, _ := env.readTokenOn(restarted).Data["access_token"].(string); !strings.HasPrefix(tok, testTokenPrefix) {
 		t.Fatalf("no token from the earlier version's config: %q", tok)

@@ -7,7 +7,8 @@
 // failure ratio, so that no test needs a copy of its own.
 //
 // It also checks what a client of Mirakl must send (method, Content-Type,
-// Accept, exactly the three form fields, no credentials anywhere else) and
+// Accept, exactly the three form fields and an audience only where the test
+// configured one, no credentials anywhere else) and
 // keeps every departure as a violation: a test helper that finds any at the
 // end of a test fails it, so that a request Mirakl would refuse cannot pass
 // unnoticed just because the fake answered it.
@@ -16,6 +17,7 @@ package fakemirakl
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -159,12 +161,30 @@ type Server struct {
 	openConns    int
 	seen         []*Request
 	violations   []string // taken by TakeViolations
+	// audiences is what the test configured the engine to send as audience
+	// ("" for none, the default): a request with another is a violation.
+	audiences map[string]bool
+	// refusedAudiences answer an OAuth error to a request for them.
+	refusedAudiences map[string]string
+	audienceOf       map[string]string // token -> the audience it was issued for
 
 	httpServer *httptest.Server
 }
 
 // Option adjusts a Server before it starts.
 type Option func(*Server)
+
+// WithAudiences names the audiences the engine under test is configured to
+// send ("" for a request without one). By default only "" is expected: a
+// request that carries an audience nobody configured is a violation.
+func WithAudiences(audiences ...string) Option {
+	return func(s *Server) {
+		s.audiences = map[string]bool{}
+		for _, a := range audiences {
+			s.audiences[a] = true
+		}
+	}
+}
 
 // WithExpiresIn sets the expires_in of issued tokens (seconds; Mirakl: 3599).
 func WithExpiresIn(seconds int) Option { return func(s *Server) { s.expiresIn = seconds } }
@@ -178,7 +198,35 @@ func NewHandler(clientID, clientSecret string, opts ...Option) *Server {
 	for _, opt := range opts {
 		opt(s)
 	}
+	if s.audiences == nil {
+		s.audiences = map[string]bool{"": true}
+	}
 	return s
+}
+
+// RefuseAudience makes every request for audience answer 400 with the OAuth
+// error code (a company that withdrew its consent), while the others are
+// served; an empty code serves it again.
+func (s *Server) RefuseAudience(audience, code string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refusedAudiences == nil {
+		s.refusedAudiences = map[string]string{}
+	}
+	if code == "" {
+		delete(s.refusedAudiences, audience)
+		return
+	}
+	s.refusedAudiences[audience] = code
+}
+
+// AudienceOf is the audience a token was issued for ("" for none), and
+// whether the fake issued it.
+func (s *Server) AudienceOf(token string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	audience, ok := s.audienceOf[token]
+	return audience, ok
 }
 
 // New starts the fake on 127.0.0.1 (plain HTTP, which the engine accepts for loopback only).
@@ -396,7 +444,9 @@ func checkRequest(r *http.Request, raw []byte) (form url.Values, violations []st
 	if err != nil {
 		return form, append(violations, "a body that is not a form")
 	}
-	want := map[string]bool{"grant_type": true, "client_id": true, "client_secret": true}
+	// audience is optional: the seller APIs' integrators send it (its value
+	// is checked against what the test configured, in serveToken).
+	want := map[string]bool{"grant_type": true, "client_id": true, "client_secret": true, "audience": true}
 	for name, values := range form {
 		switch {
 		case !want[name]:
@@ -412,6 +462,9 @@ func checkRequest(r *http.Request, raw []byte) (form url.Values, violations []st
 	}
 	if g := form.Get("grant_type"); g != "" && g != "client_credentials" {
 		violations = append(violations, fmt.Sprintf("grant_type %q, want client_credentials", g))
+	}
+	if values, ok := form["audience"]; ok && len(values) == 1 && values[0] == "" {
+		violations = append(violations, "form field \"audience\" empty (leave it out when there is none)")
 	}
 	slices.Sort(violations) // the form's map order must not change the report
 	return form, violations
@@ -434,6 +487,13 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	// away, and cancel the wait of a slow answer.
 	raw, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	form, violations := checkRequest(r, raw)
+	audience := form.Get("audience")
+	s.mu.Lock()
+	if !s.audiences[audience] {
+		violations = append(violations, fmt.Sprintf("audience %q, which the test did not configure", audience))
+	}
+	refusedCode := s.refusedAudiences[audience]
+	s.mu.Unlock()
 	seen := &Request{
 		Method: r.Method, Query: r.URL.RawQuery,
 		ContentType: r.Header.Get("Content-Type"), Accept: strings.Join(r.Header.Values("Accept"), ", "),
@@ -510,8 +570,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusUnauthorized, "invalid_client", "Client authentication failed")
 		return
 	}
+	if refusedCode != "" {
+		s.refuse(w, http.StatusBadRequest, refusedCode, "The audience is not granted to this client")
+		return
+	}
 
-	token := s.issue()
+	token := s.issue(audience)
 	body := map[string]any{
 		"token_type":     "Bearer",
 		"access_token":   token,
@@ -594,13 +658,24 @@ func cloneValues(v url.Values) url.Values {
 	return out
 }
 
-func (s *Server) issue() string {
+// issue makes a token for audience; one for an audience says so in its
+// name, as Mirakl's JWTs carry it in their claims.
+func (s *Server) issue(audience string) string {
 	var random [12]byte
 	_, _ = rand.Read(random[:])
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.Issued++
-	token := fmt.Sprintf("%s%d-%s", s.tokenPrefix, s.stats.Issued, hex.EncodeToString(random[:]))
+	marker := ""
+	if audience != "" {
+		sum := sha256.Sum256([]byte(audience))
+		marker = "aud" + hex.EncodeToString(sum[:4]) + "-"
+	}
+	token := fmt.Sprintf("%s%s%d-%s", s.tokenPrefix, marker, s.stats.Issued, hex.EncodeToString(random[:]))
+	if s.audienceOf == nil {
+		s.audienceOf = make(map[string]string)
+	}
+	s.audienceOf[token] = audience
 	s.issued = append(s.issued, token)
 	if s.issuedAt == nil {
 		s.issuedAt = make(map[string]time.Time)
