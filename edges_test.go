@@ -368,30 +368,18 @@ func TestARestoredTokenNeverOutlivesItsLifetime(t *testing.T) {
 // stepped back neither lengthens it nor a token's life.
 func TestHoldsAndTokensReadBothClocks(t *testing.T) {
 	t.Parallel()
-	newSuspendableEnv := func(t *testing.T) (*suspendableClock, *fakemirakl.Server, func(op logical.Operation, path string, data map[string]any) (*logical.Response, error)) {
-		fake := fakemirakl.New(testClientID, testClientSecret, fakemirakl.WithTokenPrefix(testTokenPrefix))
-		t.Cleanup(fake.Close)
-		storage := &logical.InmemStorage{}
-		config := logical.TestBackendConfig()
-		config.StorageView = storage
-		config.Logger = hclog.NewNullLogger()
-		clock := &suspendableClock{base: time.Now()}
-		b, err := newBackend(context.Background(), config, clock.Now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.retries = retryPolicy{MaxRetries: 0}
-		t.Cleanup(func() { cleanupWithin(t, b) })
-		request := func(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
-			return b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: storage, MountPoint: "mirakl/"})
-		}
-		resp, err := request(logical.UpdateOperation, "config", map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": fake.TokenURL(), "verify": false})
+	configured := func(t *testing.T) (*suspendableClock, *fakemirakl.Server, func(op logical.Operation, path string, data map[string]any) (*logical.Response, error)) {
+		se := newSuspendableEnv(t)
+		se.b.retries = retryPolicy{MaxRetries: 0}
+		resp, err := se.request(logical.UpdateOperation, "config", map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": se.fake.TokenURL(), "verify": false})
 		requireOK(t, resp, err)
-		return clock, fake, request
+		return se.clock, se.fake, func(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+			return se.request(op, path, data)
+		}
 	}
 	t.Run("a suspend longer than a hold", func(t *testing.T) {
 		t.Parallel()
-		clock, fake, request := newSuspendableEnv(t)
+		clock, fake, request := configured(t)
 		fake.FailRandomly(1, fakemirakl.RateLimited("300"))
 		resp, err := request(logical.ReadOperation, "token", nil)
 		requireStatus(t, resp, err, http.StatusBadGateway, "HTTP 429")
@@ -407,7 +395,7 @@ func TestHoldsAndTokensReadBothClocks(t *testing.T) {
 	})
 	t.Run("a wall clock stepped back", func(t *testing.T) {
 		t.Parallel()
-		clock, fake, request := newSuspendableEnv(t)
+		clock, fake, request := configured(t)
 		first, err := request(logical.ReadOperation, "token", nil)
 		requireOK(t, first, err)
 		clock.Suspend(-30 * time.Minute) // the wall clock steps back; the monotonic one goes on
@@ -537,44 +525,26 @@ type hugeHeaderServer struct {
 // with 200 and 9 MiB of headers, and records whether the client read them.
 func newHugeHeaderServer(t *testing.T) *hugeHeaderServer {
 	t.Helper()
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = listener.Close() })
-	s := &hugeHeaderServer{addr: listener.Addr().String()}
-	go func() {
-		for {
-			conn, err := listener.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer func() { _ = conn.Close() }()
-				req, err := http.ReadRequest(bufio.NewReader(conn))
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				w := bufio.NewWriterSize(conn, 64<<10)
-				_, _ = w.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-				pad := strings.Repeat("p", 1000)
-				var failed error
-				for i := 0; i < 9*1024 && failed == nil; i++ {
-					_, failed = fmt.Fprintf(w, "X-Pad-%d: %s\r\n", i, pad)
-				}
-				if failed == nil {
-					body := `{"access_token":"tok-LEAKCHECK-huge","token_type":"Bearer","expires_in":3600}`
-					_, failed = fmt.Fprintf(w, "Content-Length: %d\r\n\r\n%s", len(body), body)
-				}
-				if failed == nil {
-					failed = w.Flush()
-				}
-				s.wroteAll.Store(failed == nil)
-				s.done.Store(true)
-			}()
+	s := &hugeHeaderServer{}
+	s.addr = rawListener(t, func(conn net.Conn, req *http.Request) {
+		_, _ = io.Copy(io.Discard, req.Body)
+		w := bufio.NewWriterSize(conn, 64<<10)
+		_, _ = w.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+		pad := strings.Repeat("p", 1000)
+		var failed error
+		for i := 0; i < 9*1024 && failed == nil; i++ {
+			_, failed = fmt.Fprintf(w, "X-Pad-%d: %s\r\n", i, pad)
 		}
-	}()
+		if failed == nil {
+			body := `{"access_token":"tok-LEAKCHECK-huge","token_type":"Bearer","expires_in":3600}`
+			_, failed = fmt.Fprintf(w, "Content-Length: %d\r\n\r\n%s", len(body), body)
+		}
+		if failed == nil {
+			failed = w.Flush()
+		}
+		s.wroteAll.Store(failed == nil)
+		s.done.Store(true)
+	})
 	return s
 }
 

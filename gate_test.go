@@ -261,6 +261,20 @@ func TestTransportErrorsRepeatNothing(t *testing.T) {
 // as they are, and closes it.
 func rawServer(t *testing.T, answer func(body string) string) string {
 	t.Helper()
+	addr := rawListener(t, func(conn net.Conn, req *http.Request) {
+		body := make([]byte, req.ContentLength)
+		if _, err := req.Body.Read(body); err != nil && len(body) == 0 {
+			return
+		}
+		_, _ = conn.Write([]byte(answer(string(body))))
+	})
+	return "http://" + addr + fakemirakl.TokenPath
+}
+
+// rawListener reads one HTTP request from each connection on a loopback
+// port and lets serve write whatever it likes back; it returns the address.
+func rawListener(t *testing.T, serve func(conn net.Conn, req *http.Request)) string {
+	t.Helper()
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -278,15 +292,11 @@ func rawServer(t *testing.T, answer func(body string) string) string {
 				if err != nil {
 					return
 				}
-				body := make([]byte, req.ContentLength)
-				if _, err := req.Body.Read(body); err != nil && len(body) == 0 {
-					return
-				}
-				_, _ = conn.Write([]byte(answer(string(body))))
+				serve(conn, req)
 			}()
 		}
 	}()
-	return "http://" + listener.Addr().String() + fakemirakl.TokenPath
+	return listener.Addr().String()
 }
 
 // One 429 cannot stop refreshes for longer than the cap, whatever its

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
@@ -154,26 +153,16 @@ func TestRenewCapIsTheTokensExpiry(t *testing.T) {
 // the token is cached, and never longer than the token's lifetime.
 func TestRenewalAfterTheWallClockSteppedBack(t *testing.T) {
 	t.Parallel()
-	fake := fakemirakl.New(testClientID, testClientSecret, fakemirakl.WithTokenPrefix(testTokenPrefix), fakemirakl.WithExpiresIn(600))
-	t.Cleanup(fake.Close)
-	storage := &logical.InmemStorage{}
-	config := logical.TestBackendConfig()
-	config.StorageView = storage
-	config.Logger = hclog.NewNullLogger()
-	clock := &suspendableClock{base: time.Now()}
-	b, err := newBackend(context.Background(), config, clock.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cleanupWithin(t, b) })
+	se := newSuspendableEnv(t, fakemirakl.WithExpiresIn(600))
+	clock, b := se.clock, se.b
 	request := func(req *logical.Request) *logical.Response {
 		t.Helper()
-		req.Storage, req.MountPoint = storage, "mirakl/"
+		req.Storage, req.MountPoint = se.storage, "mirakl/"
 		resp, err := b.HandleRequest(context.Background(), req)
 		requireOK(t, resp, err)
 		return resp
 	}
-	request(&logical.Request{Operation: logical.UpdateOperation, Path: "config", Data: map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": fake.TokenURL(), "verify": false}})
+	request(&logical.Request{Operation: logical.UpdateOperation, Path: "config", Data: map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "token_url": se.fake.TokenURL(), "verify": false}})
 	read := request(&logical.Request{Operation: logical.ReadOperation, Path: "token"})
 	clock.Advance(time.Minute)
 	clock.Suspend(-5 * time.Minute) // the wall clock steps back

@@ -58,11 +58,17 @@ func TestSuspendableClockIsWhatASuspendLooksLike(t *testing.T) {
 	}
 }
 
-// After a host suspend longer than the token's life, a read neither serves
-// the expired token nor a lease past its expiry, and its renewal agrees.
-func TestTokenLifeSurvivesAHostSuspend(t *testing.T) {
-	t.Parallel()
-	fake := fakemirakl.New(testClientID, testClientSecret, fakemirakl.WithTokenPrefix(testTokenPrefix))
+// suspendableEnv is one mount on a suspendableClock, with its fake and storage.
+type suspendableEnv struct {
+	clock   *suspendableClock
+	fake    *fakemirakl.Server
+	storage *logical.InmemStorage
+	b       *backend
+}
+
+func newSuspendableEnv(t *testing.T, fakeOpts ...fakemirakl.Option) *suspendableEnv {
+	t.Helper()
+	fake := fakemirakl.New(testClientID, testClientSecret, append([]fakemirakl.Option{fakemirakl.WithTokenPrefix(testTokenPrefix)}, fakeOpts...)...)
 	t.Cleanup(fake.Close)
 	storage := &logical.InmemStorage{}
 	config := logical.TestBackendConfig()
@@ -73,10 +79,27 @@ func TestTokenLifeSurvivesAHostSuspend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.Cleanup(context.Background()) })
+	t.Cleanup(func() { cleanupWithin(t, b) })
+	return &suspendableEnv{clock: clock, fake: fake, storage: storage, b: b}
+}
+
+func (e *suspendableEnv) request(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	return e.b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: e.storage, MountPoint: "mirakl/"})
+}
+
+func (e *suspendableEnv) requestSecret(op logical.Operation, secret *logical.Secret) (*logical.Response, error) {
+	return e.b.HandleRequest(context.Background(), &logical.Request{Operation: op, Secret: secret, Storage: e.storage, MountPoint: "mirakl/"})
+}
+
+// After a host suspend longer than the token's life, a read neither serves
+// the expired token nor a lease past its expiry, and its renewal agrees.
+func TestTokenLifeSurvivesAHostSuspend(t *testing.T) {
+	t.Parallel()
+	se := newSuspendableEnv(t)
+	fake, clock := se.fake, se.clock
 	request := func(op logical.Operation, path string, data map[string]any) *logical.Response {
 		t.Helper()
-		resp, err := b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: storage, MountPoint: "mirakl/"})
+		resp, err := se.request(op, path, data)
 		requireOK(t, resp, err)
 		return resp
 	}
@@ -84,7 +107,7 @@ func TestTokenLifeSurvivesAHostSuspend(t *testing.T) {
 	first := request(logical.ReadOperation, "token", nil)
 
 	clock.Suspend(2 * time.Hour)
-	resp, err := b.HandleRequest(context.Background(), &logical.Request{Operation: logical.RenewOperation, Secret: first.Secret, Storage: storage, MountPoint: "mirakl/"})
+	resp, err := se.requestSecret(logical.RenewOperation, first.Secret)
 	requireStatus(t, resp, err, http.StatusBadRequest, "has expired")
 	second := request(logical.ReadOperation, "token", nil)
 	if second.Data["access_token"] == first.Data["access_token"] {
