@@ -79,7 +79,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	resp := b.Secret(secretTokenType).Response(data, map[string]any{
 		internalFingerprint: tok.fingerprint,
 		internalExpiresAt:   tok.expiresAtLease,
-		internalLifetime:    int64(tok.lifetime().Seconds()),
+		internalLifetime:    tok.lifetimeLease,
 	})
 	// Renewable up to the token's expiry and no further (secretTokenRenew).
 	resp.Secret.TTL = left

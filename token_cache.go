@@ -14,9 +14,10 @@ type cachedToken struct {
 	issuedAt    time.Time
 	expiresAt   time.Time
 	fingerprint string
-	// The expiry as every read shows it and as every lease keeps it,
-	// formatted once rather than per read.
+	// The expiry as every read shows it and as every lease keeps it, and
+	// the lifetime as a lease keeps it: made once rather than per read.
 	expiresAtText, expiresAtLease string
+	lifetimeLease                 any
 	// read: a reader got this token, so its successor is worth fetching
 	// ahead of time. A token nobody read is left to expire.
 	read atomic.Bool
@@ -37,6 +38,7 @@ func placedToken(f *fetchedToken, now time.Time, left, lifetime time.Duration) *
 		fingerprint:    tokenFingerprint(f.AccessToken),
 		expiresAtText:  expiresAt.UTC().Format(time.RFC3339),
 		expiresAtLease: expiresAt.UTC().Format(time.RFC3339Nano),
+		lifetimeLease:  int64(lifetime.Seconds()),
 	}
 }
 
