@@ -199,10 +199,12 @@ func TestTheFirstLoadAfterARestartIsNotOneReadersToLose(t *testing.T) {
 		defer hangUp()
 		entered := make(chan struct{})
 		var once sync.Once
+		var tokenGets atomic.Int32
 		slow := &hookedStorage{InmemStorage: env.storage, beforeGet: func(ctx context.Context, key string) error {
 			if key != tokenStorageKey {
 				return nil
 			}
+			tokenGets.Add(1)
 			once.Do(func() { close(entered) })
 			hangUp() // the reader leaves while storage answers
 			select {
@@ -224,6 +226,11 @@ func TestTheFirstLoadAfterARestartIsNotOneReadersToLose(t *testing.T) {
 		requireOK(t, resp, err)
 		if resp.Data["access_token"] != stored {
 			t.Fatal("the stored token was forgotten after the first reader hung up")
+		}
+		// The load ran on the mount's context: the reader's leaving did not
+		// fail it (which a second look would have mended).
+		if got := tokenGets.Load(); got != 1 {
+			t.Fatalf("the stored token was read %d times, want once", got)
 		}
 	})
 	t.Run("one storage read fails", func(t *testing.T) {
