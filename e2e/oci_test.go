@@ -117,7 +117,7 @@ func TestOCIPlugin(t *testing.T) {
 	repo2 := strings.TrimPrefix(reg2.URL, "http://") + "/vault-plugin-mirakl"
 	pushImage(ctx, t, repo2, ociNextVersion, nextBin, decoy)
 	e.vault.SetExtraConfig(t, config(block(repo, v1, sum1), block(repo2, ociNextVersion, fileSHA256(t, decoy))))
-	out := e.vault.RestartMustFail(t, 2*time.Minute)
+	out := e.vault.RestartMustFail(t, time.Minute)
 	if !strings.Contains(out, "plugin hash mismatch") {
 		t.Fatalf("bao server with a wrong sha256sum: want it refused for a hash mismatch, log:\n%s", out)
 	}
