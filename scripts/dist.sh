@@ -90,6 +90,8 @@ for platform in $platforms; do
 		grep -qF -- "$want" <<<"$settings" || { echo "dist: $stage/$exe lacks $want in its build settings" >&2; exit 1; }
 	done
 	if grep -q 'vcs\.' <<<"$settings"; then echo "dist: $stage/$exe records VCS data" >&2; exit 1; fi
+	# The release tooling's dependencies (the OCI image builder's) stay out of the plugin.
+	if grep -q 'go-containerregistry' <<<"$settings"; then echo "dist: $stage/$exe links go-containerregistry" >&2; exit 1; fi
 
 	"$cdx" bin -json -std -noserial -notimestamp -version "$version" -output "$out/$name.cdx.json" "$stage/$exe" 2>"$tmp/cdx.log" ||
 		{ cat "$tmp/cdx.log" >&2; exit 1; }
