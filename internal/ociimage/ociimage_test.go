@@ -3,6 +3,7 @@ package ociimage
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -91,7 +92,7 @@ func checkFiles(t *testing.T, img v1.Image, want map[string]string) {
 	got := map[string]string{}
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

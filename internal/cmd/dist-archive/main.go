@@ -49,7 +49,7 @@ type entry struct {
 	name string // slash-separated, under the top-level directory
 	path string // on disk
 	dir  bool
-	mode int64
+	mode fs.FileMode // permission bits only
 }
 
 func run(dir, out string, mtime time.Time) error {
@@ -131,7 +131,7 @@ func writeTarGz(w io.Writer, entries []entry, mtime time.Time) error {
 	for _, e := range entries {
 		// USTAR: only the modification time (PAX would let access and change
 		// times in), which USTAR holds until 2242.
-		h := &tar.Header{Name: e.name, Mode: e.mode, ModTime: mtime, Format: tar.FormatUSTAR}
+		h := &tar.Header{Name: e.name, Mode: int64(e.mode), ModTime: mtime, Format: tar.FormatUSTAR}
 		var size int64
 		if e.dir {
 			h.Typeflag, h.Name = tar.TypeDir, e.name+"/"
@@ -162,7 +162,7 @@ func writeZip(w io.Writer, entries []entry, mtime time.Time) error {
 	zw := zip.NewWriter(w)
 	for _, e := range entries {
 		h := &zip.FileHeader{Name: e.name, Method: zip.Deflate, Modified: mtime}
-		mode := fs.FileMode(e.mode)
+		mode := e.mode
 		if e.dir {
 			h.Name, h.Method, mode = e.name+"/", zip.Store, mode|fs.ModeDir
 		}
@@ -190,7 +190,7 @@ func copyFile(w io.Writer, p string, size int64) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: its Close reports nothing of use
 	n, err := io.Copy(w, f)
 	switch {
 	case err != nil:
