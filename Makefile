@@ -4,14 +4,14 @@ MODULE   := github.com/vault-plugin-mirakl/vault-plugin-mirakl
 PLUGIN   := vault-plugin-mirakl
 GO       ?= go
 LDFLAGS  := -s -w -X $(MODULE).Version=$(VERSION)
-GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
+GOFLAGS_BUILD := -trimpath -buildvcs=false -ldflags "$(LDFLAGS)"
 
 # go.mod's toolchain line names a Go release with the standard-library security
 # fixes that govulncheck asks for; let the go command fetch it from the module
 # proxy even where the installed Go defaults to GOTOOLCHAIN=local.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: all build test test-deps test-unit test-props test-rules test-e2e vault fmt vet clean dev bench fuzz dist lint vulncheck mutate mutate-hand
+.PHONY: all build test test-deps test-unit test-props test-rules test-e2e vault fmt vet clean dev bench fuzz dist oci repro-check lint vulncheck mutate mutate-hand
 
 all: build
 
@@ -68,9 +68,24 @@ dev: build
 bench: build
 	scripts/bench.sh
 
-## dist: release archives for linux, darwin, windows on amd64, arm64, and dist/SHA256SUMS
+## dist: release archives for linux, darwin, windows on amd64, arm64, their SBOMs (CycloneDX), and dist/SHA256SUMS;
+## with SIGN_KEY=<gpg key id>, also dist/SHA256SUMS.sig. Reproducible: see scripts/dist.sh and make repro-check
 dist:
-	VERSION="$(VERSION)" LDFLAGS="$(LDFLAGS)" scripts/dist.sh
+	VERSION="$(VERSION)" LDFLAGS="$(LDFLAGS)" SIGN_KEY="$(SIGN_KEY)" scripts/dist.sh
+
+## oci: after dist, the OCI image (linux/amd64, linux/arm64) for OpenBao's declarative plugins as an OCI
+## image layout in dist/oci; with OCI_REPO=host/repo, also pushed there as host/repo:$(VERSION)
+OCI_REPO ?=
+OCI_SOURCE ?= https://github.com/vault-plugin-mirakl/vault-plugin-mirakl
+oci: dist
+	$(GO) run ./internal/cmd/oci-image -version "$(VERSION)" -epoch "$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct)}" \
+		-source "$(OCI_SOURCE)" -layout dist/oci $(if $(OCI_REPO),-push "$(OCI_REPO)") \
+		-binary linux/amd64=dist/$(PLUGIN)_$(VERSION)_linux_amd64/$(PLUGIN) \
+		-binary linux/arm64=dist/$(PLUGIN)_$(VERSION)_linux_arm64/$(PLUGIN)
+
+## repro-check: make dist in two fresh clones of HEAD (other directories, time zones, umasks) and compare every file
+repro-check:
+	scripts/repro-check.sh
 
 ## lint: golangci-lint (version pinned in scripts/lint.sh, installed on first use) with .golangci.yml
 lint:
