@@ -324,7 +324,7 @@ func TestAnExpiredTokenIsNeverHandedOut(t *testing.T) {
 	env := newTestEnv(t, fakemirakl.WithExpiresIn(5))
 	slow := &hookedStorage{InmemStorage: env.storage, beforePut: func(_ context.Context, key string) error {
 		if key == tokenStorageKey {
-			env.clock.Advance(4 * time.Second) // storage takes longer than the token has left to give
+			env.clock.Advance(6 * time.Second) // storage takes longer than the token lives
 		}
 		return nil
 	}}
