@@ -576,6 +576,14 @@ func TestTheSameTokenAgainKeepsItsLifetime(t *testing.T) {
 		if tick%6 == 0 {
 			env.periodic()
 		}
+		// The token keeps the lifetime it was issued with, however often
+		// the gateway answers with it, expires_in counting down.
+		status := env.ReadStatus()
+		issued, _ := time.Parse(time.RFC3339, status["token_issued_at"].(string))
+		expires, _ := time.Parse(time.RFC3339, status["token_expires_at"].(string))
+		if lifetime := expires.Sub(issued); lifetime < 3598*time.Second {
+			t.Fatalf("tick %d: the cached token's lifetime is %s after the gateway answered with it again", tick, lifetime)
+		}
 		env.clock.Advance(10 * time.Second)
 	}
 	tokens, asked := len(seen), int(gateway.asked.Load())
