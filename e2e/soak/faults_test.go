@@ -98,7 +98,8 @@ func planFaults(rng *rand.Rand, duration time.Duration) []plannedFault {
 		f := plannedFault{at: at, kind: clusterFaults[rng.IntN(len(clusterFaults))]}
 		if f.kind == configRewrite {
 			f.mounts = []int{rng.IntN(len(mountNames))}
-			f.minTTL = []string{"10m", "60s", "30s"}[rng.IntN(3)]
+			// Within half the token's life, so that reads carry no warning.
+			f.minTTL = []string{"30s", "20s", "40s"}[rng.IntN(3)]
 		}
 		plan = append(plan, f)
 	}
@@ -304,14 +305,24 @@ func (s *soak) clusterFault(p plannedFault) {
 		f.target = m.path + " via " + via.Opts.Name
 		detail = "min_ttl=" + p.minTTL + ", exit " + strconv.Itoa(r.ExitCode)
 		if r.ExitCode != 0 {
-			detail += ": " + trim(firstLines(r.Output(), 3), 300)
+			detail += ": " + trim(errorLines(r.Output()), 300)
 		}
 	}
 	s.log.finish(f, detail)
 	t.Logf("%s %s %s: %s (%s)", s.at(f.start), p.kind, f.target, detail, f.end.Sub(f.start).Round(100*time.Millisecond))
 }
 
-func firstLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.Join(lines[:min(n, len(lines))], " / ")
+// errorLines are the lines of a CLI error that say what went wrong (the
+// status and Vault's "* ..." lines), not the URL.
+func errorLines(out string) string {
+	var keep []string
+	for line := range strings.SplitSeq(out, "\n") {
+		if line = strings.TrimSpace(line); strings.HasPrefix(line, "Code:") || strings.HasPrefix(line, "* ") {
+			keep = append(keep, line)
+		}
+	}
+	if len(keep) == 0 {
+		return strings.TrimSpace(out)
+	}
+	return strings.Join(keep, " ")
 }

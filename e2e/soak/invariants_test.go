@@ -366,21 +366,31 @@ func (s *soak) checkBudget(faults []fault) verdict {
 	var healthy time.Duration
 	worst, worstRatio := "", 0.0
 	for mi, m := range s.mounts {
-		var arrivals []time.Time
+		var seen []fakemirakl.Request
 		for _, r := range m.fake.Seen() {
 			if !r.Arrived.Before(s.start) {
-				arrivals = append(arrivals, r.Arrived)
+				seen = append(seen, r)
 			}
 		}
-		total += len(arrivals)
+		total += len(seen)
 		count := func(from, to time.Time) int {
 			n := 0
-			for _, a := range arrivals {
-				if !a.Before(from) && a.Before(to) {
+			for _, r := range seen {
+				if !r.Arrived.Before(from) && r.Arrived.Before(to) {
 					n++
 				}
 			}
 			return n
+		}
+		// arrivals lists the requests of an interval, for the evidence.
+		arrivals := func(from, to time.Time) string {
+			var parts []string
+			for _, r := range seen {
+				if !r.Arrived.Before(from) && r.Arrived.Before(to) {
+					parts = append(parts, fmt.Sprintf("%s %s %d", s.at(r.Arrived), r.Outcome, r.Status))
+				}
+			}
+			return strings.Join(parts, ", ")
 		}
 		writes := func(from, to time.Time) int {
 			n := 0
@@ -409,8 +419,8 @@ func (s *soak) checkBudget(faults []fault) verdict {
 			healthy += d
 			healthyReqs += n
 			if n > budget {
-				v.violations = append(v.violations, violation{from, fmt.Sprintf("%s: %d requests while Mirakl answered for %s (until %s), budget %d (2 per %s lifetime + 1, + config writes)",
-					m.path, n, d.Round(time.Second), s.at(to), budget, tokenLife)})
+				v.violations = append(v.violations, violation{from, fmt.Sprintf("%s: %d requests while Mirakl answered for %s (until %s), budget %d (2 per %s lifetime + 1, + config writes): %s",
+					m.path, n, d.Round(time.Second), s.at(to), budget, tokenLife, arrivals(from, to))})
 			}
 		}
 		for _, w := range windows {
@@ -429,8 +439,8 @@ func (s *soak) checkBudget(faults []fault) verdict {
 				worst, worstRatio = fmt.Sprintf("%s %s at %s for %s: %d requests, budget %d", m.path, w.kind, s.at(w.start), w.end.Sub(w.start).Round(100*time.Millisecond), n, budget), ratio
 			}
 			if n > budget {
-				v.violations = append(v.violations, violation{w.start, fmt.Sprintf("%s: %d requests during %s of %s (until %s), budget %d (the gate's schedule)",
-					m.path, n, w.kind, w.end.Sub(w.start).Round(100*time.Millisecond), s.at(end), budget)})
+				v.violations = append(v.violations, violation{w.start, fmt.Sprintf("%s: %d requests during %s of %s (until %s), budget %d (the gate's schedule): %s",
+					m.path, n, w.kind, w.end.Sub(w.start).Round(100*time.Millisecond), s.at(end), budget, arrivals(w.start, end))})
 			}
 			from = end
 		}

@@ -195,7 +195,7 @@ func runSoak(t *testing.T, kind vaulttest.Kind, set settings) {
 			fake:         fakemirakl.New("soak-client-"+account, "soak-secret-"+account+"-"+strconv.FormatUint(set.seed, 36), fakemirakl.WithExpiresIn(int(tokenLife.Seconds())), fakemirakl.WithTokenPrefix("soak-"+name+"-"))}
 		t.Cleanup(m.fake.Close)
 		leader.EnablePlugin(t, name)
-		leader.CLI().MustRun(t, m.configArgs("10m")...)
+		leader.CLI().MustRun(t, m.configArgs("30s")...)
 		s.mounts = append(s.mounts, m)
 	}
 	t.Logf("%s: 3-node raft cluster up, plugin mounted at %v and configured, in %s; %s active",
