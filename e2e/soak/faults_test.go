@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
@@ -278,8 +279,9 @@ func (s *soak) clusterFault(p plannedFault) {
 		return
 	case stepDown:
 		f.noLeader = true
+		since := activeSince(t, leader)
 		leader.CLI().MustRun(t, "operator", "step-down")
-		detail = c.WaitForLeader(t).Opts.Name + " active"
+		detail = s.waitNewTerm(leader, since).Opts.Name + " active"
 	case killPlugin:
 		pids := leader.PluginPIDs(t)
 		for _, pid := range pids {
@@ -310,6 +312,35 @@ func (s *soak) clusterFault(p plannedFault) {
 	}
 	s.log.finish(f, detail)
 	t.Logf("%s %s %s: %s (%s)", s.at(f.start), p.kind, f.target, detail, f.end.Sub(f.start).Round(100*time.Millisecond))
+}
+
+// activeSince is when s last became the active node.
+func activeSince(t testing.TB, s *vaulttest.Server) time.Time {
+	t.Helper()
+	l, err := s.Client(t).Sys().Leader()
+	if err != nil {
+		t.Fatalf("sys/leader on %s: %v", s.Opts.Name, err)
+	}
+	return l.ActiveTime
+}
+
+// waitNewTerm waits, after a step-down, until a node other than old is
+// active, or old is active again since a later time (it may win the next
+// election): the step-down returns before the election it starts, so a
+// leader found at once may be the one stepping down.
+func (s *soak) waitNewTerm(old *vaulttest.Server, since time.Time) *vaulttest.Server {
+	t := s.t
+	deadline := time.Now().Add(time.Minute)
+	for {
+		leader := s.cluster.WaitForLeader(t)
+		if leader != old || activeSince(t, leader).After(since) {
+			return leader
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still active since %s a minute after its step-down", old.Opts.Name, since)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // errorLines are the lines of a CLI error that say what went wrong (the

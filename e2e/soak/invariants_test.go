@@ -26,7 +26,8 @@ const (
 )
 
 // Flatness of the plugin processes (invariant 5), between a process's first
-// sample after warm-up and its last, when they lie at least minSpan apart.
+// sample after warm-up and its last, when they lie at least a span apart
+// (both shorter in a short soak, which would judge nothing otherwise).
 const (
 	warmup         = 20 * time.Second
 	minSpan        = 60 * time.Second
@@ -105,12 +106,16 @@ func (s *soak) report() {
 // figures prints the run's numbers: reads by outcome, tokens and requests.
 func (s *soak) figures(b *strings.Builder, reads []read) {
 	classes := map[errorClass]int{}
+	examples := map[errorClass]read{}
 	var ok, warned int
 	var slowest time.Duration
 	var slowAt time.Time
 	for _, r := range reads {
 		if r.failed() {
 			classes[r.class]++
+			if _, ok := examples[r.class]; !ok {
+				examples[r.class] = r
+			}
 			continue
 		}
 		ok++
@@ -127,6 +132,10 @@ func (s *soak) figures(b *strings.Builder, reads []read) {
 		fmt.Fprintf(b, "; %s %d", c, classes[c])
 	}
 	fmt.Fprintf(b, "\nslowest successful read: %s at %s\n", slowest.Round(time.Millisecond), s.at(slowAt))
+	for _, c := range slices.Sorted(maps.Keys(examples)) {
+		r := examples[c]
+		fmt.Fprintf(b, "  first %q failure: %s via node%d at %s, HTTP %d: %s\n", c, s.mounts[r.mount].path, r.node+1, s.at(r.start), r.status, trim(r.err, 200))
+	}
 	for _, m := range s.mounts {
 		st := m.fake.Stats()
 		fmt.Fprintf(b, "%s: Mirakl saw %d requests (%d faults, %d refused), issued %d tokens of %s\n",
@@ -477,10 +486,11 @@ func (s *soak) checkFlat() verdict {
 		byPID[p.pid] = append(byPID[p.pid], p)
 	}
 	judged := 0
+	warm, span := min(warmup, s.settings.duration/6), min(minSpan, s.settings.duration/3)
 	for _, pid := range slices.Sorted(maps.Keys(byPID)) {
 		ps := byPID[pid]
-		i := slices.IndexFunc(ps, func(p procSample) bool { return p.at.Sub(ps[0].at) >= warmup })
-		if i < 0 || ps[len(ps)-1].at.Sub(ps[i].at) < minSpan {
+		i := slices.IndexFunc(ps, func(p procSample) bool { return p.at.Sub(ps[0].at) >= warm })
+		if i < 0 || ps[len(ps)-1].at.Sub(ps[i].at) < span {
 			continue
 		}
 		first, last := ps[i], ps[len(ps)-1]
@@ -492,7 +502,7 @@ func (s *soak) checkFlat() verdict {
 			v.violations = append(v.violations, violation{last.at, "grew: " + growth})
 		}
 	}
-	v.checked = fmt.Sprintf("%d samples of %d plugin processes, %d lived %s past warm-up and were judged", len(procs), len(byPID), judged, minSpan)
+	v.checked = fmt.Sprintf("%d samples of %d plugin processes, %d lived %s past a warm-up of %s and were judged", len(procs), len(byPID), judged, span, warm)
 	if len(conns) > 1 {
 		for m := range s.mounts[:min(2, len(s.mounts))] {
 			first, last := conns[0][m], conns[len(conns)-1][m]

@@ -234,7 +234,10 @@ func (s *soak) serverLogLines(at time.Time, window time.Duration, limit int) []s
 		}
 		for line := range strings.SplitSeq(string(data), "\n") {
 			stamp, _, ok := strings.Cut(line, " ")
-			if !ok || !strings.Contains(line, "mirakl") {
+			// The plugin's warnings and errors and its token lines, not the
+			// debug lines of Vault starting and stopping it.
+			if !ok || !strings.Contains(line, "mirakl") ||
+				!(strings.Contains(line, "[WARN]") || strings.Contains(line, "[ERROR]") || strings.Contains(line, "token")) {
 				continue
 			}
 			when, err := time.Parse(time.RFC3339Nano, stamp)
