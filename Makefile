@@ -72,7 +72,7 @@ soak: build
 		else echo "soak: OpenBao $(BAO_BIN)"; fi
 	VAULT_BIN="$$(scripts/vault-bin.sh)" BAO_BIN="$(BAO_BIN)" PLUGIN_BIN="$(CURDIR)/bin/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" \
 		SOAK_DURATION="$(SOAK_DURATION)" SOAK_SEED="$(SOAK_SEED)" SOAK_RUN="$(SOAK_RUN)" SOAK_KINDS="$(SOAK_KINDS)" SOAK_ALLOW="$(SOAK_ALLOW)" \
-		$(GO) test -count=1 -tags soak -v -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) ./e2e/soak/
+		$(GO) test -count=1 -tags soak -v -run '^(TestSoak|TestPlanReplaysAndKeepsItsShape)$$' -timeout $(SOAK_TIMEOUT) ./e2e/soak/
 
 ## dev: a Vault dev server with the plugin mounted at mirakl/ and a fake Mirakl
 dev: build
