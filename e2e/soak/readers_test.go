@@ -75,7 +75,9 @@ func (r *readers) read(ctx context.Context, client *api.Client, node, mount int,
 		case err != nil:
 			rd.status, rd.class, rd.err = classify(err)
 		case secret == nil || secret.Data == nil:
-			rd.class, rd.err = classOther, "a read returned no data"
+			// The API client answers a 404 without data so: Vault routed
+			// the read to no engine (the engine answers data or an error).
+			rd.status, rd.class, rd.err = 404, classPlugin, "HTTP 404 without data: Vault routed the read to no mount"
 		default:
 			rd.token, _ = secret.Data["access_token"].(string)
 			rd.expiresIn = intField(secret.Data["expires_in"])
@@ -174,6 +176,7 @@ func classify(err error) (status int, class errorClass, text string) {
 	}
 	status = resp.StatusCode
 	msg := strings.Join(resp.Errors, "; ")
+	text = trim(msg, 400)
 	switch {
 	case status == http.StatusBadGateway || strings.Contains(msg, "Mirakl") || strings.Contains(msg, "getting a token") ||
 		strings.Contains(msg, "configuration changed") || strings.Contains(msg, "not configured") || strings.Contains(msg, "gave up waiting"):
