@@ -224,7 +224,7 @@ func runSoak(t *testing.T, kind vaulttest.Kind, set settings) {
 
 // at is a time as every message of the soak shows it: seconds since the start.
 func (s *soak) at(t time.Time) string {
-	return fmt.Sprintf("t+%.1fs", t.Sub(s.start).Seconds())
+	return fmt.Sprintf("t%+.1fs", t.Sub(s.start).Seconds())
 }
 
 // serverLogLines are the lines of every node's log within window of at that
