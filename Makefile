@@ -65,7 +65,8 @@ test-e2e: build
 ## readers' records. SOAK_DURATION (default 10m) per server, side by side; SOAK_SEED=<n> replays a schedule;
 ## SOAK_RUN=<name> a named one; SOAK_KINDS=vault (or openbao) runs one; SOAK_ALLOW=3,4 reports those invariants'
 ## failures without failing (for known engine bugs only)
-SOAK_DURATION ?= 10m
+# Empty: the test's default (10m), or SOAK_RUN's own duration.
+SOAK_DURATION ?=
 SOAK_TIMEOUT  ?= 3h
 soak: build
 	@if [ -z "$(BAO_BIN)" ]; then echo "soak: no OpenBao (no BAO_BIN, no ../shared/openbao/bao, no bao on PATH): Vault only"; \
