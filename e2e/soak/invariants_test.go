@@ -435,22 +435,28 @@ func (s *soak) checkBudget(faults []fault) verdict {
 		}
 		for _, w := range windows {
 			check(w.start)
+			// A window that starts within request_timeout of the one before
+			// counts from where that one's count ended.
+			start := w.start
+			if from.After(start) {
+				start = from
+			}
 			end := w.end.Add(requestTimeout)
-			budget, segStart := 0, w.start
+			budget, segStart := 0, start
 			for _, r := range resets {
 				if r.After(w.start) && r.Before(end) {
 					budget += gateAttempts(r.Sub(segStart), w.kind, w.retryAfter)
 					segStart = r
 				}
 			}
-			budget += gateAttempts(end.Sub(segStart), w.kind, w.retryAfter) + writes(w.start, end)
-			n := count(w.start, end)
+			budget += gateAttempts(end.Sub(segStart), w.kind, w.retryAfter) + writes(start, end)
+			n := count(start, end)
 			if ratio := float64(n) / float64(budget); ratio > worstRatio || worst == "" {
 				worst, worstRatio = fmt.Sprintf("%s %s at %s for %s: %d requests, budget %d", m.path, w.kind, s.at(w.start), w.end.Sub(w.start).Round(100*time.Millisecond), n, budget), ratio
 			}
 			if n > budget {
 				v.violations = append(v.violations, violation{w.start, fmt.Sprintf("%s: %d requests during %s of %s (until %s), budget %d (the gate's schedule): %s",
-					m.path, n, w.kind, w.end.Sub(w.start).Round(100*time.Millisecond), s.at(end), budget, arrivals(w.start, end))})
+					m.path, n, w.kind, w.end.Sub(w.start).Round(100*time.Millisecond), s.at(end), budget, arrivals(start, end))})
 			}
 			from = end
 		}
