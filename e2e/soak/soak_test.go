@@ -65,6 +65,17 @@ var namedSeeds = map[string]struct {
 	// CI's fixed seed: in one minute, a leader killed, a step-down, a plugin
 	// killed, and Mirakl answering 503, hanging and refusing (a test checks).
 	"ci": {seed: 20261217, duration: 60 * time.Second},
+	// Found on the engine before issue 24 ("promises at the edges"), kept
+	// as regression runs:
+	// - invariant 4: each attempt the gate lets out during a 503 outage is
+	//   retried in-request, 4 to 5 HTTP requests within 3s (the 503 windows
+	//   at t+85s and t+470s: 25 requests where the gate's schedule allows 10);
+	// - invariant 4 (OpenBao): a plugin reload while a refresh was under way
+	//   cost a second request 0.3s after the first (t+183s).
+	"outage-retried": {seed: 20261217, duration: 10 * time.Minute},
+	// - invariant 4: the same in-request retries in a 12s 503 outage right
+	//   after a plugin reload (t+130s), in three minutes.
+	"outage-retried-short": {seed: 2, duration: 3 * time.Minute},
 }
 
 // settings are what the environment asks of this soak.
