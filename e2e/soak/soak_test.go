@@ -251,7 +251,8 @@ func (s *soak) serverLogLines(at time.Time, window time.Duration, limit int) []s
 			stamp, _, ok := strings.Cut(line, " ")
 			// The plugin's warnings and errors and its token lines, not the
 			// debug lines of Vault starting and stopping it.
-			if !ok || !strings.Contains(line, "mirakl") || !containsAny(line, []string{"[WARN]", "[ERROR]", "token"}) {
+			if !ok || !strings.Contains(line, "mirakl") || strings.Contains(line, "expiration:") ||
+				!containsAny(line, []string{"[WARN]", "[ERROR]", "token", "error"}) {
 				continue
 			}
 			when, err := time.Parse(time.RFC3339Nano, stamp)
