@@ -315,3 +315,67 @@ func (sm *sampler) stop() {
 	sm.cancel()
 	<-sm.done
 }
+
+// leaderWatch looks every half second whether some node is active, so that
+// an election the schedule did not cause (a leader lost under load) is in
+// the fault log too, as "no-leader": invariant 3 then counts its errors as
+// Vault's.
+type leaderWatch struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+const noLeader faultKind = "no-leader"
+
+func startLeaderWatch(s *soak) *leaderWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &leaderWatch{cancel: cancel, done: make(chan struct{})}
+	clients := make([]*api.Client, len(s.cluster.Nodes))
+	for i, n := range s.cluster.Nodes {
+		cfg := api.DefaultConfig()
+		cfg.Address, cfg.MaxRetries, cfg.Timeout = n.Addr, 0, time.Second
+		c, err := api.NewClient(cfg)
+		if err != nil {
+			s.t.Fatalf("api client for %s: %v", n.Addr, err)
+		}
+		clients[i] = c
+	}
+	active := func() bool {
+		for i, n := range s.cluster.Nodes {
+			if p := n.Process(); p == nil || p.Exited() {
+				continue
+			}
+			if h, err := clients[i].Sys().HealthWithContext(ctx); err == nil && !h.Sealed && !h.Standby {
+				return true
+			}
+		}
+		return false
+	}
+	go func() {
+		defer close(w.done)
+		var gap *fault
+		for ctx.Err() == nil {
+			switch ok := active(); {
+			case !ok && gap == nil && ctx.Err() == nil:
+				gap = &fault{kind: noLeader, target: "cluster", start: time.Now(), noLeader: true, detail: "no node active (seen by the watch)"}
+				s.log.add(gap)
+			case ok && gap != nil:
+				s.log.finish(gap, "")
+				gap = nil
+			}
+			select {
+			case <-time.After(500 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+		if gap != nil {
+			s.log.finish(gap, "")
+		}
+	}()
+	return w
+}
+
+func (w *leaderWatch) stop() {
+	w.cancel()
+	<-w.done
+}

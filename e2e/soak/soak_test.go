@@ -221,6 +221,13 @@ func runSoak(t *testing.T, kind vaulttest.Kind, set settings) {
 	s.log = &faultLog{start: s.start}
 	s.readers = startReaders(s)
 	s.sampler = startSampler(s)
+	watch := startLeaderWatch(s)
+	// Also when a fault fails the test midway (each stop may run twice).
+	t.Cleanup(func() {
+		s.readers.stop()
+		s.sampler.stop()
+		watch.stop()
+	})
 	s.play(plan)
 	// The schedule leaves a quiet tail; the run lasts its full duration.
 	if rest := time.Until(s.start.Add(set.duration)); rest > 0 {
@@ -229,6 +236,7 @@ func runSoak(t *testing.T, kind vaulttest.Kind, set settings) {
 	s.end = time.Now()
 	s.readers.stop()
 	s.sampler.stop()
+	watch.stop()
 	t.Logf("%s: soak of %s done; %d faults played", kind, s.end.Sub(s.start).Round(time.Second), len(s.log.all()))
 	s.report()
 }
