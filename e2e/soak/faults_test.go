@@ -158,6 +158,12 @@ func (l *faultLog) all() []fault {
 	return out
 }
 
+func (l *faultLog) setNoLeader(f *fault, noLeader bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f.noLeader = noLeader
+}
+
 func (l *faultLog) finish(f *fault, detail string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -285,7 +291,12 @@ func (s *soak) clusterFault(p plannedFault) {
 		if r := leader.CLI().Run(t, "operator", "step-down"); r.ExitCode != 0 {
 			detail = "refused: " + trim(errorLines(r.Output()), 200) + "; "
 		}
-		detail += s.waitNewTerm(leader, since)
+		moved, what := s.waitNewTerm(leader, since)
+		detail += what
+		if !moved {
+			// Nothing changed hands: reads had an active node throughout.
+			s.log.setNoLeader(f, false)
+		}
 	case killPlugin:
 		pids := leader.PluginPIDs(t)
 		for _, pid := range pids {
@@ -334,16 +345,16 @@ func activeSince(t testing.TB, s *vaulttest.Server) time.Time {
 // leader found at once may be the one stepping down. OpenBao's raft
 // sometimes keeps the same node active without a new term; after 30s that
 // is what the fault log says.
-func (s *soak) waitNewTerm(old *vaulttest.Server, since time.Time) string {
+func (s *soak) waitNewTerm(old *vaulttest.Server, since time.Time) (moved bool, what string) {
 	t := s.t
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		leader := s.cluster.WaitForLeader(t)
 		if leader != old || activeSince(t, leader).After(since) {
-			return leader.Opts.Name + " active"
+			return true, leader.Opts.Name + " active"
 		}
 		if time.Now().After(deadline) {
-			return old.Opts.Name + " still active, in the same term, 30s after the step-down"
+			return false, old.Opts.Name + " still active, in the same term, 30s after the step-down"
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
