@@ -281,8 +281,15 @@ func (s *soak) checkAvailability(reads []read, faults []fault) verdict {
 	}
 	var judged, noLeader, noToken int
 	apart := map[errorClass]int{}
+	// Vault answers "internal error" for its own failures too; its log says
+	// which: a lease it could not register (a storage write under load).
+	leaseFailures := s.serverLogTimes("failed to register lease")
 	for _, r := range reads {
 		if !r.failed() {
+			continue
+		}
+		if r.class == classOther && strings.Contains(r.err, "internal error") && anyWithin(leaseFailures, r.start.Add(-time.Second), r.end.Add(time.Second)) {
+			apart[classLease]++
 			continue
 		}
 		switch r.class {
@@ -320,6 +327,19 @@ func (s *soak) checkAvailability(reads []read, faults []fault) verdict {
 		v.notes = append(v.notes, "Vault's own errors during cluster faults, counted apart: "+strings.Join(parts, ", "))
 	}
 	return v
+}
+
+// classLease: Vault's 500 "internal error" when its log shows, at the time,
+// that it failed to register the read's lease: Vault's storage, not the engine.
+const classLease errorClass = "vault lease registration failed"
+
+func anyWithin(times []time.Time, from, to time.Time) bool {
+	for _, t := range times {
+		if !t.Before(from) && !t.After(to) {
+			return true
+		}
+	}
+	return false
 }
 
 // duringElection: the read overlapped a time without an active node (a

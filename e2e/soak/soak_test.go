@@ -276,6 +276,28 @@ func (s *soak) serverLogLines(at time.Time, window time.Duration, limit int) []s
 	return out
 }
 
+// serverLogTimes are the times of the lines of every node's log that
+// contain text.
+func (s *soak) serverLogTimes(text string) []time.Time {
+	var out []time.Time
+	for _, n := range s.cluster.Nodes {
+		data, err := os.ReadFile(n.LogPath)
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			stamp, _, ok := strings.Cut(line, " ")
+			if !ok || !strings.Contains(line, text) {
+				continue
+			}
+			if when, err := time.Parse(time.RFC3339Nano, stamp); err == nil {
+				out = append(out, when)
+			}
+		}
+	}
+	return out
+}
+
 func trim(s string, n int) string {
 	s = strings.TrimSpace(s)
 	if len(s) > n {
