@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -buildvcs=false -ldflags "$(LDFLAGS)"
 # proxy even where the installed Go defaults to GOTOOLCHAIN=local.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: all build test test-deps test-unit test-props test-rules test-e2e vault fmt vet clean dev bench fuzz dist oci repro-check lint vulncheck mutate mutate-hand
+.PHONY: all build test test-deps test-unit test-props test-rules test-e2e soak vault fmt vet clean dev bench fuzz dist oci repro-check lint vulncheck mutate mutate-hand
 
 all: build
 
@@ -59,6 +59,21 @@ test-e2e: build
 		else echo "test-e2e: OpenBao $(BAO_BIN)"; fi
 	VAULT_BIN="$$(scripts/vault-bin.sh)" BAO_BIN="$(BAO_BIN)" PLUGIN_BIN="$(CURDIR)/bin/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" \
 		$(GO) test -race -count=1 -tags e2e -parallel 8 -timeout 30m ./e2e/...
+
+## soak: the chaos soak (e2e/soak): a 3-node raft cluster of Vault (and of OpenBao, when found) with readers
+## through every node while a seeded schedule of faults plays, then every promise checked from the fake's and the
+## readers' records. SOAK_DURATION (default 10m) per server, side by side; SOAK_SEED=<n> replays a schedule;
+## SOAK_RUN=<name> a named one; SOAK_KINDS=vault (or openbao) runs one; SOAK_ALLOW=3,4 reports those invariants'
+## failures without failing (for known engine bugs only)
+# Empty: the test's default (10m), or SOAK_RUN's own duration.
+SOAK_DURATION ?=
+SOAK_TIMEOUT  ?= 3h
+soak: build
+	@if [ -z "$(BAO_BIN)" ]; then echo "soak: no OpenBao (no BAO_BIN, no ../shared/openbao/bao, no bao on PATH): Vault only"; \
+		else echo "soak: OpenBao $(BAO_BIN)"; fi
+	VAULT_BIN="$$(scripts/vault-bin.sh)" BAO_BIN="$(BAO_BIN)" PLUGIN_BIN="$(CURDIR)/bin/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" \
+		SOAK_DURATION="$(SOAK_DURATION)" SOAK_SEED="$(SOAK_SEED)" SOAK_RUN="$(SOAK_RUN)" SOAK_KINDS="$(SOAK_KINDS)" SOAK_ALLOW="$(SOAK_ALLOW)" \
+		$(GO) test -count=1 -tags soak -v -run '^(TestSoak|TestPlanReplaysAndKeepsItsShape)$$' -timeout $(SOAK_TIMEOUT) ./e2e/soak/
 
 ## dev: a Vault dev server with the plugin mounted at mirakl/ and a fake Mirakl
 dev: build
@@ -115,7 +130,7 @@ fmt:
 ## vet: go vet of every package with each tag set, for each OS that `make dist` ships
 VET_GOOS := linux darwin windows
 vet:
-	@set -e; for goos in $(VET_GOOS); do for tags in "" e2e bench; do \
+	@set -e; for goos in $(VET_GOOS); do for tags in "" e2e bench soak; do \
 		echo "go vet GOOS=$$goos tags=$${tags:-none}"; \
 		CGO_ENABLED=0 GOOS=$$goos GOARCH=amd64 $(GO) vet -tags "$$tags" ./...; \
 	done; done

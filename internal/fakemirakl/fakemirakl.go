@@ -133,6 +133,37 @@ type Request struct {
 	BytesWritten int64
 	// WriteFailed: a write of the answer failed (the client had stopped reading).
 	WriteFailed bool
+
+	// Arrived and Finished are when the request arrived and when its
+	// handler returned (zero until Done), so that a long run can be judged
+	// afterwards against what happened at the time.
+	Arrived, Finished time.Time
+	// Status is the HTTP status of the answer (0: none was sent: a reset,
+	// or a client that went away first).
+	Status int
+	// Outcome is how the request ended, one of the Outcome constants
+	// ("" until Done).
+	Outcome string
+	// Token is the access token issued to it, if any.
+	Token string
+}
+
+// How a request to the token path ended (Request.Outcome).
+const (
+	OutcomeIssued     = "issued"      // a token was issued
+	OutcomeFault      = "fault"       // an injected fault answered it (a hold that ended with a token counts as issued)
+	OutcomeRefused    = "refused"     // an OAuth error for bad credentials or a malformed request
+	OutcomeReset      = "reset"       // the connection was dropped without an answer
+	OutcomeClientGone = "client gone" // the client went away before any answer
+)
+
+// IssuedToken is one token the fake handed out, with its life as the fake
+// counts it: a client may never serve it past ExpiresAt.
+type IssuedToken struct {
+	Token     string
+	IssuedAt  time.Time
+	ExpiresIn int // seconds, as sent
+	ExpiresAt time.Time
 }
 
 // Stats is what the fake has seen.
@@ -157,6 +188,7 @@ type Server struct {
 	stats        Stats
 	issued       []string
 	issuedAt     map[string]time.Time
+	tokens       []IssuedToken
 	arrivals     []time.Time
 	openConns    int
 	seen         []*Request
@@ -303,6 +335,14 @@ func (s *Server) IssuedTokens() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.issued...)
+}
+
+// Tokens is every token handed out so far, in order, with its issue and
+// expiry times.
+func (s *Server) Tokens() []IssuedToken {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.tokens)
 }
 
 // Arrivals is when each request to the token path arrived, in order, so that
@@ -498,15 +538,22 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		Method: r.Method, Query: r.URL.RawQuery,
 		ContentType: r.Header.Get("Content-Type"), Accept: strings.Join(r.Header.Values("Accept"), ", "),
 		UserAgent: r.Header.Get("User-Agent"), Form: form, Violations: violations,
+		Arrived: time.Now(),
 	}
 	s.arrive(seen)
 	counter := &countingWriter{ResponseWriter: w}
+	outcome, issuedToken := OutcomeRefused, ""
 	defer func() {
+		finished := time.Now()
 		s.update(seen, func(seen *Request) {
 			seen.Done = true
 			seen.BytesWritten, seen.WriteFailed = counter.written, counter.failed
 			if r.Context().Err() != nil {
 				seen.ClientGone = true
+			}
+			seen.Finished, seen.Status, seen.Outcome, seen.Token = finished, counter.status, outcome, issuedToken
+			if counter.status == 0 && outcome != OutcomeReset {
+				seen.Outcome = OutcomeClientGone
 			}
 		})
 	}()
@@ -532,6 +579,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 
 	fault, faulty := s.nextFault()
+	if faulty {
+		outcome = OutcomeFault
+	}
 	if fault.Hold != nil {
 		select {
 		case <-fault.Hold:
@@ -547,6 +597,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if fault.Reset {
+		outcome = OutcomeReset
 		resetConnection(w)
 		return
 	}
@@ -567,6 +618,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	expiresIn := s.expiresIn
 	s.mu.Unlock()
 	if !validCredentials {
+		outcome = OutcomeRefused
 		s.refuse(w, http.StatusUnauthorized, "invalid_client", "Client authentication failed")
 		return
 	}
@@ -575,7 +627,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	token := s.issue(audience)
+	token := s.issue(audience, expiresIn)
+	outcome, issuedToken = OutcomeIssued, token
 	body := map[string]any{
 		"token_type":     "Bearer",
 		"access_token":   token,
@@ -618,14 +671,26 @@ func stream(w http.ResponseWriter, size int64) {
 	}
 }
 
-// countingWriter counts the body bytes written and notes a failed write.
+// countingWriter counts the body bytes written, keeps the status sent and
+// notes a failed write.
 type countingWriter struct {
 	http.ResponseWriter
 	written int64
 	failed  bool
+	status  int
+}
+
+func (c *countingWriter) WriteHeader(status int) {
+	if c.status == 0 {
+		c.status = status
+	}
+	c.ResponseWriter.WriteHeader(status)
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
 	n, err := c.ResponseWriter.Write(p)
 	c.written += int64(n)
 	if err != nil {
@@ -658,9 +723,9 @@ func cloneValues(v url.Values) url.Values {
 	return out
 }
 
-// issue makes a token for audience; one for an audience says so in its
-// name, as Mirakl's JWTs carry it in their claims.
-func (s *Server) issue(audience string) string {
+// issue makes a token for audience that lives expiresIn seconds; one for
+// an audience says so in its name, as Mirakl's JWTs carry it in their claims.
+func (s *Server) issue(audience string, expiresIn int) string {
 	var random [12]byte
 	_, _ = rand.Read(random[:])
 	s.mu.Lock()
@@ -680,7 +745,10 @@ func (s *Server) issue(audience string) string {
 	if s.issuedAt == nil {
 		s.issuedAt = make(map[string]time.Time)
 	}
-	s.issuedAt[token] = time.Now()
+	now := time.Now()
+	s.issuedAt[token] = now
+	s.tokens = append(s.tokens, IssuedToken{Token: token, IssuedAt: now, ExpiresIn: expiresIn,
+		ExpiresAt: now.Add(time.Duration(expiresIn) * time.Second)})
 	return token
 }
 

@@ -247,3 +247,65 @@ func waitSeen(t *testing.T, s *Server, what string, cond func([]Request) bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// The fake's record of a long run: every request with its times, status,
+// outcome and token, and every token with its issue and expiry times, so
+// that a soak can judge the engine afterwards.
+func TestRecordsOutcomesAndTokens(t *testing.T) {
+	t.Parallel()
+	s := New(testID, testSecret, WithExpiresIn(90))
+	t.Cleanup(s.Close)
+	before := time.Now()
+	if status, _ := post(t, s, goodForm(), nil); status != http.StatusOK {
+		t.Fatalf("HTTP %d", status)
+	}
+	s.Enqueue(HTMLError(http.StatusServiceUnavailable))
+	post(t, s, goodForm(), nil)
+	wrong := goodForm()
+	wrong.Set("client_secret", "wrong")
+	post(t, s, wrong, nil)
+	release := make(chan struct{})
+	s.Enqueue(Hang(release))
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, _, err := postContext(ctx, s, goodForm(), nil); err == nil {
+		t.Fatal("a held request answered before its client gave up")
+	}
+	defer close(release)
+
+	tokens := s.Tokens()
+	if len(tokens) != 1 || tokens[0].ExpiresIn != 90 || tokens[0].IssuedAt.Before(before) ||
+		!tokens[0].ExpiresAt.Equal(tokens[0].IssuedAt.Add(90*time.Second)) || tokens[0].Token != s.IssuedTokens()[0] {
+		t.Fatalf("tokens: %+v", tokens)
+	}
+	want := []struct {
+		status  int
+		outcome string
+		token   string
+	}{
+		{http.StatusOK, OutcomeIssued, tokens[0].Token},
+		{http.StatusServiceUnavailable, OutcomeFault, ""},
+		{http.StatusUnauthorized, OutcomeRefused, ""},
+		{0, OutcomeClientGone, ""},
+	}
+	var seen []Request
+	deadline := time.Now().Add(5 * time.Second)
+	for { // the held request's handler notices a moment after its client left
+		seen = s.Seen()
+		if len(seen) == len(want) && seen[len(seen)-1].Done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("seen %d requests, want %d", len(seen), len(want))
+	}
+	for i, w := range want {
+		r := seen[i]
+		if !r.Done || r.Status != w.status || r.Outcome != w.outcome || r.Token != w.token ||
+			r.Arrived.Before(before) || r.Finished.Before(r.Arrived) {
+			t.Errorf("request %d: done %v status %d outcome %q token %q arrived %v finished %v; want status %d outcome %q token %q",
+				i+1, r.Done, r.Status, r.Outcome, r.Token, r.Arrived, r.Finished, w.status, w.outcome, w.token)
+		}
+	}
+}

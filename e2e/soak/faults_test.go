@@ -1,0 +1,376 @@
+//go:build soak
+
+package soak
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
+)
+
+// faultKind is one kind of fault the schedule plays.
+type faultKind string
+
+// Mirakl misbehaving, each for a window, on one mount's account or both.
+const (
+	miraklUnavailable faultKind = "mirakl-503"
+	miraklRateLimited faultKind = "mirakl-429"     // with a Retry-After
+	miraklHang        faultKind = "mirakl-hang"    // past request_timeout
+	miraklRefuses     faultKind = "mirakl-refuses" // 401 invalid_client
+	miraklGarbage     faultKind = "mirakl-garbage" // 200 with a body that is no token
+)
+
+// The cluster and the plugin, one at a time.
+const (
+	killLeader    faultKind = "kill-leader" // SIGKILL, then restart and unseal
+	stepDown      faultKind = "step-down"
+	killPlugin    faultKind = "kill-plugin" // SIGKILL of the active node's plugin process
+	pluginReload  faultKind = "plugin-reload"
+	configRewrite faultKind = "config-rewrite"
+	// TODO(roles): once issue 25's roles land, add roleWrite and roleDelete
+	// ("role written or deleted") here and in clusterFaults, readers of
+	// mirakl/token/:name in readers_test.go, and the audience to invariant 2
+	// (a reader of a role gets a token issued for that role's audience).
+)
+
+var (
+	miraklFaults  = []faultKind{miraklUnavailable, miraklRateLimited, miraklHang, miraklRefuses, miraklGarbage}
+	clusterFaults = []faultKind{killLeader, stepDown, killPlugin, pluginReload, configRewrite}
+)
+
+// resetsGate: after the fault, the active node's plugin process (or
+// backend) is new, and so is its gate: the outage budget starts afresh.
+func (k faultKind) resetsGate() bool {
+	return k == killLeader || k == stepDown || k == killPlugin || k == pluginReload
+}
+
+// plannedFault is one fault of the schedule.
+type plannedFault struct {
+	at, length time.Duration // from the start; length for a Mirakl window
+	kind       faultKind
+	mounts     []int // the mounts whose Mirakl misbehaves, or whose config is rewritten
+	retryAfter int   // seconds, for miraklRateLimited
+	minTTL     string
+}
+
+// planFaults is the schedule of a soak of duration, from rng alone: the same
+// seed and duration give the same schedule. Mirakl windows never overlap one
+// another; cluster faults run one at a time, across the windows. The start
+// and the end are quiet (warm-up, and time for every promise to show).
+func planFaults(rng *rand.Rand, duration time.Duration) []plannedFault {
+	// A short soak packs its faults closer together.
+	scale := min(max(float64(duration)/float64(10*time.Minute), 0.25), 1)
+	uniform := func(lo, hi time.Duration) time.Duration {
+		lo, hi = time.Duration(float64(lo)*scale), time.Duration(float64(hi)*scale)
+		return lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
+	}
+	warmup, tail := min(20*time.Second, duration/5), min(30*time.Second, duration/5)
+	var plan []plannedFault
+
+	for at := warmup; ; {
+		at += uniform(10*time.Second, 50*time.Second)
+		kind := miraklFaults[rng.IntN(len(miraklFaults))]
+		length := max(uniform(5*time.Second, 60*time.Second), 3*time.Second)
+		if at+length > duration-tail {
+			break
+		}
+		f := plannedFault{at: at, length: length, kind: kind, mounts: pickMounts(rng)}
+		if kind == miraklRateLimited {
+			f.retryAfter = 5 + rng.IntN(56)
+		}
+		plan = append(plan, f)
+		at += length
+	}
+	for at := warmup + uniform(0, 20*time.Second); ; {
+		at += uniform(20*time.Second, 60*time.Second)
+		if at > duration-tail {
+			break
+		}
+		f := plannedFault{at: at, kind: clusterFaults[rng.IntN(len(clusterFaults))]}
+		if f.kind == configRewrite {
+			f.mounts = []int{rng.IntN(len(mountNames))}
+			// Within half the token's life, so that reads carry no warning.
+			f.minTTL = []string{"30s", "20s", "40s"}[rng.IntN(3)]
+		}
+		plan = append(plan, f)
+	}
+	slices.SortStableFunc(plan, func(a, b plannedFault) int { return int(a.at - b.at) })
+	return plan
+}
+
+// pickMounts is both mounts half of the time, else one of them.
+func pickMounts(rng *rand.Rand) []int {
+	if rng.IntN(2) == 0 {
+		return []int{0, 1}
+	}
+	return []int{rng.IntN(2)}
+}
+
+// fault is one fault as it was played.
+type fault struct {
+	kind       faultKind
+	target     string
+	mounts     []int
+	start, end time.Time
+	retryAfter time.Duration
+	// noLeader: the cluster had no active node from start until end (an
+	// election), so reads may fail with Vault's own errors.
+	noLeader bool
+	detail   string
+}
+
+// covers reports whether the fault concerns mount m's Mirakl or config.
+func (f *fault) covers(m int) bool { return slices.Contains(f.mounts, m) }
+
+func (f *fault) isMirakl() bool { return slices.Contains(miraklFaults, f.kind) }
+
+// faultLog is every fault played, safe for the two goroutines that play them.
+type faultLog struct {
+	start time.Time
+	mu    sync.Mutex
+	list  []*fault
+}
+
+func (l *faultLog) add(f *fault) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.list = append(l.list, f)
+}
+
+func (l *faultLog) all() []fault {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]fault, len(l.list))
+	for i, f := range l.list {
+		out[i] = *f
+	}
+	slices.SortStableFunc(out, func(a, b fault) int { return a.start.Compare(b.start) })
+	return out
+}
+
+func (l *faultLog) setNoLeader(f *fault, noLeader bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f.noLeader = noLeader
+}
+
+func (l *faultLog) finish(f *fault, detail string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f.end = time.Now()
+	if detail != "" {
+		f.detail = detail
+	}
+}
+
+// play runs the schedule: Mirakl windows in a goroutine of their own (they
+// only change what the fakes answer), cluster faults here, in the test's
+// goroutine, since the harness fails the test from it when a node does not
+// come back.
+func (s *soak) play(plan []plannedFault) {
+	var windows, cluster []plannedFault
+	for _, f := range plan {
+		if slices.Contains(miraklFaults, f.kind) {
+			windows = append(windows, f)
+		} else {
+			cluster = append(cluster, f)
+		}
+	}
+	done := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, f := range windows {
+			if !sleepUntil(s.start.Add(f.at), stop) {
+				return
+			}
+			s.miraklWindow(f, stop)
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+	}()
+	for _, f := range cluster {
+		sleepUntil(s.start.Add(f.at), nil)
+		s.clusterFault(f)
+	}
+	<-done
+}
+
+// sleepUntil sleeps until at, or returns false when stop closes first.
+func sleepUntil(at time.Time, stop <-chan struct{}) bool {
+	d := time.Until(at)
+	if d <= 0 {
+		return true
+	}
+	select {
+	case <-time.After(d):
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+// miraklWindow makes the mounts' fakes misbehave for the window's length.
+func (s *soak) miraklWindow(p plannedFault, stop <-chan struct{}) {
+	var answer fakemirakl.Fault
+	release := make(chan struct{})
+	switch p.kind {
+	case miraklUnavailable:
+		answer = fakemirakl.HTMLError(http.StatusServiceUnavailable)
+	case miraklRateLimited:
+		answer = fakemirakl.RateLimited(strconv.Itoa(p.retryAfter))
+	case miraklHang:
+		// Held until the window ends (then answered with a token, if the
+		// engine still waits, which it must not past request_timeout).
+		answer = fakemirakl.Hang(release)
+	case miraklRefuses:
+		answer = fakemirakl.OAuthError(http.StatusUnauthorized, "invalid_client", "Client authentication failed")
+	case miraklGarbage:
+		answer = fakemirakl.Fault{Status: http.StatusOK, ContentType: "text/html", Body: "<html><body>captive portal</body></html>"}
+	}
+	var names []string
+	for _, m := range p.mounts {
+		names = append(names, s.mounts[m].path)
+	}
+	f := &fault{kind: p.kind, target: "Mirakl of " + strings.Join(names, ", "), mounts: p.mounts, start: time.Now(),
+		retryAfter: time.Duration(p.retryAfter) * time.Second}
+	for _, m := range p.mounts {
+		s.mounts[m].fake.FailRandomly(1, answer)
+	}
+	s.log.add(f)
+	s.t.Logf("%s %s: %s for %s", s.at(f.start), p.kind, f.target, p.length.Round(100*time.Millisecond))
+	stopped := !sleepUntil(f.start.Add(p.length), stop)
+	for _, m := range p.mounts {
+		s.mounts[m].fake.FailRandomly(0, fakemirakl.Fault{})
+	}
+	close(release)
+	s.log.finish(f, "")
+	if !stopped {
+		s.t.Logf("%s %s: %s answers again", s.at(f.end), p.kind, f.target)
+	}
+}
+
+// clusterFault plays one fault of the cluster or the plugin, and waits until
+// the cluster has a leader that every running node follows again.
+func (s *soak) clusterFault(p plannedFault) {
+	t, c := s.t, s.cluster
+	leader := c.WaitForLeader(t)
+	f := &fault{kind: p.kind, target: leader.Opts.Name, mounts: p.mounts, start: time.Now()}
+	s.log.add(f)
+	var detail string
+	switch p.kind {
+	case killLeader:
+		f.noLeader = true
+		leader.Kill(t)
+		next := c.WaitForLeader(t)
+		s.log.finish(f, fmt.Sprintf("SIGKILL; %s active", next.Opts.Name))
+		restart := &fault{kind: "restart", target: leader.Opts.Name, start: time.Now()}
+		s.log.add(restart)
+		c.RestartNode(t, leader)
+		c.WaitForVoters(t, nodes)
+		s.log.finish(restart, "restarted, unsealed, voting")
+		t.Logf("%s %s %s: %s; %s restarted and unsealed at %s", s.at(f.start), p.kind, f.target, f.detail, leader.Opts.Name, s.at(restart.end))
+		return
+	case stepDown:
+		f.noLeader = true
+		since := activeSince(t, leader)
+		// The leader can change on its own between the look and the
+		// step-down (an election under load): Vault then refuses it.
+		if r := leader.CLI().Run(t, "operator", "step-down"); r.ExitCode != 0 {
+			detail = "refused: " + trim(errorLines(r.Output()), 200) + "; "
+		}
+		moved, what := s.waitNewTerm(leader, since)
+		detail += what
+		if !moved {
+			// Nothing changed hands: reads had an active node throughout.
+			s.log.setNoLeader(f, false)
+		}
+	case killPlugin:
+		pids := leader.PluginPIDs(t)
+		for _, pid := range pids {
+			if p, err := os.FindProcess(pid); err == nil {
+				_ = p.Kill() // SIGKILL on unix
+			}
+		}
+		detail = fmt.Sprintf("SIGKILL of plugin processes %v", pids)
+	case pluginReload:
+		r := leader.CLI().Run(t, "plugin", "reload", "-plugin="+vaulttest.DefaultPluginName)
+		detail = "exit " + strconv.Itoa(r.ExitCode)
+		if r.ExitCode != 0 {
+			detail += ": " + trim(r.Output(), 200)
+		}
+	case configRewrite:
+		m := s.mounts[p.mounts[0]]
+		// Through a node chosen by the seed: a standby forwards the write.
+		via := c.Nodes[s.rng.IntN(len(c.Nodes))]
+		if pr := via.Process(); pr == nil || pr.Exited() {
+			via = leader
+		}
+		r := via.CLI().Run(t, m.configArgs(p.minTTL)...)
+		f.target = m.path + " via " + via.Opts.Name
+		detail = "min_ttl=" + p.minTTL + ", exit " + strconv.Itoa(r.ExitCode)
+		if r.ExitCode != 0 {
+			detail += ": " + trim(errorLines(r.Output()), 300)
+		}
+	}
+	s.log.finish(f, detail)
+	t.Logf("%s %s %s: %s (%s)", s.at(f.start), p.kind, f.target, detail, f.end.Sub(f.start).Round(100*time.Millisecond))
+}
+
+// activeSince is when s last became the active node.
+func activeSince(t testing.TB, s *vaulttest.Server) time.Time {
+	t.Helper()
+	l, err := s.Client(t).Sys().Leader()
+	if err != nil {
+		t.Fatalf("sys/leader on %s: %v", s.Opts.Name, err)
+	}
+	return l.ActiveTime
+}
+
+// waitNewTerm waits, after a step-down, until a node other than old is
+// active, or old is active again since a later time (it may win the next
+// election): the step-down returns before the election it starts, so a
+// leader found at once may be the one stepping down. OpenBao's raft
+// sometimes keeps the same node active without a new term; after 30s that
+// is what the fault log says.
+func (s *soak) waitNewTerm(old *vaulttest.Server, since time.Time) (moved bool, what string) {
+	t := s.t
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leader := s.cluster.WaitForLeader(t)
+		if leader != old || activeSince(t, leader).After(since) {
+			return true, leader.Opts.Name + " active"
+		}
+		if time.Now().After(deadline) {
+			return false, old.Opts.Name + " still active, in the same term, 30s after the step-down"
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// errorLines are the lines of a CLI error that say what went wrong (the
+// status and Vault's "* ..." lines), not the URL.
+func errorLines(out string) string {
+	var keep []string
+	for line := range strings.SplitSeq(out, "\n") {
+		if line = strings.TrimSpace(line); strings.HasPrefix(line, "Code:") || strings.HasPrefix(line, "* ") {
+			keep = append(keep, line)
+		}
+	}
+	if len(keep) == 0 {
+		return strings.TrimSpace(out)
+	}
+	return strings.Join(keep, " ")
+}

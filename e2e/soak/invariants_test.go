@@ -1,0 +1,574 @@
+//go:build soak
+
+package soak
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/fakemirakl"
+	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
+)
+
+// The gate's schedule (gate.go), which invariant 4 holds the engine to
+// during an outage: after the n-th failure in a row no request for a
+// jittered wait of at least half of 5s doubled n-1 times, capped at 1m; at
+// least 30s after a refusal (doubling with each refusal in a row: the
+// budget keeps the floor, an upper bound); at least Mirakl's Retry-After,
+// capped at 5m. Each attempt is one HTTP request, but the first of an
+// outage (the last request had succeeded: it may be a blip) retries within
+// the request, up to inRequestRetries more (never after a refusal).
+const (
+	gateFirstWait    = 5 * time.Second
+	gateLastWait     = time.Minute
+	refusalHold      = 30 * time.Second
+	maxRetryAfter    = 5 * time.Minute
+	inRequestRetries = 4
+)
+
+// Flatness of the plugin processes (invariant 5), between a process's first
+// sample after warm-up (shorter in a short soak) and its last, when they lie
+// at least minSpan apart: the active node's plugin, the one that serves the
+// reads, is often replaced by a fault, so even short lives are judged.
+const (
+	warmup         = 20 * time.Second
+	minSpan        = 10 * time.Second
+	maxRSSGrowth   = 16 << 20 // bytes, or half the first sample if more
+	maxThreadGrow  = 10
+	maxFDGrowth    = 20
+	maxConnsGrowth = 10 // the fakes' open connections from the engine
+)
+
+// violation is one broken promise, at a time of the soak.
+type violation struct {
+	at   time.Time
+	what string
+}
+
+// verdict is one invariant's result.
+type verdict struct {
+	n          int
+	name       string
+	checked    string // what was checked, with its count
+	violations []violation
+	notes      []string
+}
+
+// slowRead is a read that waited, in the figures (not an invariant: the
+// issue's invariants judge failures, not waits).
+const slowRead = 2 * time.Second
+
+// report checks every invariant and prints each with its count, the
+// figures of the run, and each failure with its time and nearest fault.
+func (s *soak) report() {
+	t := s.t
+	reads := s.readers.all()
+	faults := s.log.all()
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n==== soak report: %s, seed %d, %s (replay: make soak SOAK_SEED=%d SOAK_DURATION=%s)\n",
+		s.kind, s.settings.seed, s.end.Sub(s.start).Round(time.Second), s.settings.seed, s.settings.duration)
+	fmt.Fprintf(&b, "faults played (%d):\n", len(faults))
+	for _, f := range faults {
+		fmt.Fprintf(&b, "  %s..%s %-15s %s %s\n", s.at(f.start), s.at(f.end), f.kind, f.target, f.detail)
+	}
+	s.figures(&b, reads)
+
+	verdicts := []verdict{s.checkLeases(reads), s.checkIssuer(reads), s.checkAvailability(reads, faults),
+		s.checkBudget(faults), s.checkFlat()}
+	failed := false
+	for _, v := range verdicts {
+		state := "PASS"
+		switch {
+		case len(v.violations) > 0 && s.settings.allow[v.n]:
+			state = "FAIL (allowed by SOAK_ALLOW)"
+		case len(v.violations) > 0:
+			state, failed = "FAIL", true
+		}
+		fmt.Fprintf(&b, "invariant %d (%s): %s; %d violations: %s\n", v.n, v.name, v.checked, len(v.violations), state)
+		for _, n := range v.notes {
+			fmt.Fprintf(&b, "    %s\n", n)
+		}
+		for i, x := range v.violations {
+			if i == 10 {
+				fmt.Fprintf(&b, "    ... and %d more\n", len(v.violations)-10)
+				break
+			}
+			fmt.Fprintf(&b, "    %s %s; nearest fault: %s\n", s.at(x.at), x.what, s.nearestFault(faults, x.at))
+		}
+		if len(v.violations) > 0 {
+			if lines := s.serverLogLines(v.violations[0].at, 3*time.Second, 8); len(lines) > 0 {
+				fmt.Fprintf(&b, "    server log around the first (%s):\n      %s\n", s.at(v.violations[0].at), strings.Join(lines, "\n      "))
+			}
+		}
+	}
+	t.Log(b.String())
+	if failed {
+		t.Errorf("%s: soak seed %d broke a promise (see the report above); replay with make soak SOAK_SEED=%d SOAK_DURATION=%s",
+			s.kind, s.settings.seed, s.settings.seed, s.settings.duration)
+	}
+}
+
+// figures prints the run's numbers: reads by outcome, tokens and requests.
+func (s *soak) figures(b *strings.Builder, reads []read) {
+	classes := map[errorClass]int{}
+	examples := map[errorClass]read{}
+	var ok, warned int
+	var slowest time.Duration
+	var slowAt time.Time
+	slow := 0 // reads that waited: no reader should wait on Mirakl while a valid token is cached (issue 24)
+	for _, r := range reads {
+		if r.failed() {
+			classes[r.class]++
+			if _, ok := examples[r.class]; !ok {
+				examples[r.class] = r
+			}
+			continue
+		}
+		ok++
+		if r.warnings > 0 {
+			warned++
+		}
+		d := r.end.Sub(r.start)
+		if d > slowest {
+			slowest, slowAt = d, r.start
+		}
+		if d > slowRead {
+			slow++
+		}
+	}
+	fmt.Fprintf(b, "reads: %d (%.1f/s), %d ok (%d with a warning), %d failed", len(reads),
+		float64(len(reads))/s.end.Sub(s.start).Seconds(), ok, warned, len(reads)-ok)
+	for _, c := range slices.Sorted(maps.Keys(classes)) {
+		fmt.Fprintf(b, "; %s %d", c, classes[c])
+	}
+	fmt.Fprintf(b, "\nslowest successful read: %s at %s; %d successful reads took more than %s\n", slowest.Round(time.Millisecond), s.at(slowAt), slow, slowRead)
+	for _, c := range slices.Sorted(maps.Keys(examples)) {
+		r := examples[c]
+		fmt.Fprintf(b, "  first %q failure: %s via node%d at %s, HTTP %d: %s\n", c, s.mounts[r.mount].path, r.node+1, s.at(r.start), r.status, trim(r.err, 200))
+	}
+	for _, m := range s.mounts {
+		st := m.fake.Stats()
+		fmt.Fprintf(b, "%s: Mirakl saw %d requests (%d faults, %d refused), issued %d tokens of %s\n",
+			m.path, st.Requests, st.Faults, st.Refused, st.Issued, tokenLife)
+	}
+}
+
+// nearestFault describes the fault closest in time to at.
+func (s *soak) nearestFault(faults []fault, at time.Time) string {
+	best, dist := -1, time.Duration(1<<62)
+	for i, f := range faults {
+		var d time.Duration
+		switch {
+		case at.Before(f.start):
+			d = f.start.Sub(at)
+		case !f.end.IsZero() && at.After(f.end):
+			d = at.Sub(f.end)
+		}
+		if d < dist {
+			best, dist = i, d
+		}
+	}
+	if best < 0 {
+		return "none"
+	}
+	f := faults[best]
+	where := "during it"
+	switch {
+	case at.Before(f.start):
+		where = fmt.Sprintf("%s before it", dist.Round(100*time.Millisecond))
+	case dist > 0:
+		where = fmt.Sprintf("%s after it", dist.Round(100*time.Millisecond))
+	}
+	return fmt.Sprintf("%s %s %s..%s (%s)", f.kind, f.target, s.at(f.start), s.at(f.end), where)
+}
+
+// issued maps every token any fake issued to its mount and record.
+func (s *soak) issued() map[string]struct {
+	mount int
+	tok   fakemirakl.IssuedToken
+} {
+	out := map[string]struct {
+		mount int
+		tok   fakemirakl.IssuedToken
+	}{}
+	for i, m := range s.mounts {
+		for _, tok := range m.fake.Tokens() {
+			out[tok.Token] = struct {
+				mount int
+				tok   fakemirakl.IssuedToken
+			}{i, tok}
+		}
+	}
+	return out
+}
+
+// Invariant 1: no read returned a token that had expired, or a lease (or
+// expires_in) longer than the token's remaining life. The fake's clock is
+// the soak's: a token expired if the fake's expiry came before the read's
+// answer; its remaining life is counted from the read's start, with a
+// second for the whole-second rounding and the moment between the fake's
+// issue and the engine's receipt.
+func (s *soak) checkLeases(reads []read) verdict {
+	v := verdict{n: 1, name: "no expired token, no lease past the token"}
+	issued := s.issued()
+	checked := 0
+	for _, r := range reads {
+		if r.failed() {
+			continue
+		}
+		is, ok := issued[r.token]
+		if !ok {
+			continue // invariant 2's
+		}
+		checked++
+		left := is.tok.ExpiresAt.Sub(r.start)
+		switch {
+		case is.tok.ExpiresAt.Before(r.end):
+			v.violations = append(v.violations, violation{r.end, fmt.Sprintf("%s via node%d returned a token that expired %s before the answer",
+				s.mounts[r.mount].path, r.node+1, r.end.Sub(is.tok.ExpiresAt).Round(time.Millisecond))})
+		case time.Duration(r.lease)*time.Second > left+time.Second:
+			v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d: lease %ds, the token had %s left",
+				s.mounts[r.mount].path, r.node+1, r.lease, left.Round(time.Millisecond))})
+		case time.Duration(r.expiresIn)*time.Second > left+time.Second:
+			v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d: expires_in %ds, the token had %s left",
+				s.mounts[r.mount].path, r.node+1, r.expiresIn, left.Round(time.Millisecond))})
+		case r.lease < 1 || !r.renewable:
+			v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d: lease %ds renewable %v, want a renewable lease of at least 1s",
+				s.mounts[r.mount].path, r.node+1, r.lease, r.renewable)})
+		}
+	}
+	v.checked = fmt.Sprintf("%d successful reads checked", checked)
+	return v
+}
+
+// Invariant 2: every token a read returned was issued by the fake of the
+// mount it was read from.
+func (s *soak) checkIssuer(reads []read) verdict {
+	v := verdict{n: 2, name: "every token issued by the mount's own Mirakl"}
+	issued := s.issued()
+	checked := 0
+	for _, r := range reads {
+		if r.failed() {
+			continue
+		}
+		checked++
+		is, ok := issued[r.token]
+		switch {
+		case !ok:
+			v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d returned a token no fake issued (%d bytes)",
+				s.mounts[r.mount].path, r.node+1, len(r.token))})
+		case is.mount != r.mount:
+			v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d returned a token of %s's Mirakl",
+				s.mounts[r.mount].path, r.node+1, s.mounts[is.mount].path)})
+		}
+	}
+	v.checked = fmt.Sprintf("%d successful reads checked", checked)
+	return v
+}
+
+// Invariant 3: no read failed with an engine error while a token valid for
+// more than validMargin existed (issued for that mount before the read
+// began) and the cluster had an active node. Vault's own errors (no answer
+// from a killed node, sealed, election, plugin restart) are counted apart,
+// and only while a cluster fault explains them (from its start until 30s
+// after its end): one with no fault near is a failure too, since nothing
+// but the plugin can explain it.
+func (s *soak) checkAvailability(reads []read, faults []fault) verdict {
+	v := verdict{n: 3, name: "no engine error while a valid token exists and a node is active"}
+	tokens := make([][]fakemirakl.IssuedToken, len(s.mounts))
+	for i, m := range s.mounts {
+		tokens[i] = m.fake.Tokens() // in order of issue
+	}
+	var judged, noLeader, noToken int
+	apart := map[errorClass]int{}
+	// Vault answers "internal error" for its own failures too; its log says
+	// which: a lease it could not register (a storage write under load).
+	leaseFailures := s.serverLogTimes("failed to register lease")
+	for _, r := range reads {
+		if !r.failed() {
+			continue
+		}
+		if r.class == classOther && strings.Contains(r.err, "internal error") && anyWithin(leaseFailures, r.start.Add(-time.Second), r.end.Add(time.Second)) {
+			apart[classLease]++
+			continue
+		}
+		switch r.class {
+		case classNodeDown, classSealed, classElection, classPlugin:
+			if explainedByClusterFault(faults, r) {
+				apart[r.class]++
+				continue
+			}
+			v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d failed with Vault's %q but no cluster fault was near: %s",
+				s.mounts[r.mount].path, r.node+1, r.class, r.err)})
+			continue
+		}
+		judged++
+		if duringElection(faults, r) {
+			noLeader++
+			continue
+		}
+		ts := tokens[r.mount]
+		i := sort.Search(len(ts), func(i int) bool { return !ts[i].IssuedAt.Before(r.start) })
+		if i == 0 || !ts[i-1].ExpiresAt.After(r.end.Add(validMargin)) {
+			noToken++
+			continue
+		}
+		left := ts[i-1].ExpiresAt.Sub(r.end)
+		v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d failed after %s (HTTP %d, %s) while a token with %s left existed: %s",
+			s.mounts[r.mount].path, r.node+1, r.end.Sub(r.start).Round(time.Millisecond), r.status, r.class, left.Round(time.Second), r.err)})
+	}
+	v.checked = fmt.Sprintf("%d failed reads judged (engine, timeout, other), %d excused with no active node, %d with no token valid for %s",
+		judged, noLeader, noToken, validMargin)
+	if len(apart) > 0 {
+		var parts []string
+		for _, c := range slices.Sorted(maps.Keys(apart)) {
+			parts = append(parts, fmt.Sprintf("%s %d", c, apart[c]))
+		}
+		v.notes = append(v.notes, "Vault's own errors during cluster faults, counted apart: "+strings.Join(parts, ", "))
+	}
+	return v
+}
+
+// classLease: Vault's 500 "internal error" when its log shows, at the time,
+// that it failed to register the read's lease: Vault's storage, not the engine.
+const classLease errorClass = "vault lease registration failed"
+
+func anyWithin(times []time.Time, from, to time.Time) bool {
+	for _, t := range times {
+		if !t.Before(from) && !t.After(to) {
+			return true
+		}
+	}
+	return false
+}
+
+// duringElection: the read overlapped a time without an active node (a
+// leader killed or stepped down, until every node followed the next one,
+// and electionGrace after).
+func duringElection(faults []fault, r read) bool {
+	for _, f := range faults {
+		if f.noLeader && r.end.After(f.start) && r.start.Before(f.end.Add(electionGrace)) {
+			return true
+		}
+	}
+	return false
+}
+
+// explainedByClusterFault: the read overlapped a cluster fault or the 30s
+// after it (a restarted node unseals, a plugin starts again).
+func explainedByClusterFault(faults []fault, r read) bool {
+	for _, f := range faults {
+		if !f.isMirakl() && r.end.After(f.start.Add(-time.Second)) && r.start.Before(f.end.Add(30*time.Second)) {
+			return true
+		}
+	}
+	return false
+}
+
+// gateAttempts is the most attempts the gate lets out in a window of
+// length d, starting with an open gate, when every answer is the same
+// failure: each wait at its shortest jitter.
+func gateAttempts(d time.Duration, kind faultKind, retryAfter time.Duration) int {
+	n, elapsed := 1, time.Duration(0)
+	if kind != miraklRefuses {
+		n += inRequestRetries // the first attempt's retries
+	}
+	for k := 0; ; k++ {
+		wait := min(gateFirstWait<<min(k, 16), gateLastWait) / 2
+		switch kind {
+		case miraklRefuses:
+			wait = max(wait, refusalHold)
+		case miraklRateLimited:
+			wait = max(wait, min(retryAfter, maxRetryAfter))
+		}
+		if elapsed += wait; elapsed > d {
+			return n
+		}
+		n++
+	}
+}
+
+// Invariant 4: requests to Mirakl within budget, per mount. While Mirakl
+// answers: at most 2 per token lifetime (and one more for the interval's
+// edges), plus one per config write (its check). During each outage window
+// (and request_timeout after it, for requests still on their way): the
+// gate's schedule, one HTTP request per attempt, started afresh by each
+// fault that gives the active node a new plugin process (its gate lives in
+// memory), plus one per config write. Restarts, kills, reloads and
+// failovers get nothing: the token is restored from storage.
+func (s *soak) checkBudget(faults []fault) verdict {
+	v := verdict{n: 4, name: "requests to Mirakl within budget"}
+	var resets []time.Time
+	for _, f := range faults {
+		if f.kind.resetsGate() {
+			resets = append(resets, f.start)
+		}
+	}
+	var total, healthyReqs int
+	var healthy time.Duration
+	worst, worstRatio := "", 0.0
+	for mi, m := range s.mounts {
+		var seen []fakemirakl.Request
+		for _, r := range m.fake.Seen() {
+			if !r.Arrived.Before(s.start) {
+				seen = append(seen, r)
+			}
+		}
+		total += len(seen)
+		count := func(from, to time.Time) int {
+			n := 0
+			for _, r := range seen {
+				if !r.Arrived.Before(from) && r.Arrived.Before(to) {
+					n++
+				}
+			}
+			return n
+		}
+		// arrivals lists the requests of an interval, for the evidence.
+		arrivals := func(from, to time.Time) string {
+			var parts []string
+			for _, r := range seen {
+				if !r.Arrived.Before(from) && r.Arrived.Before(to) {
+					parts = append(parts, fmt.Sprintf("%s %s %d", s.at(r.Arrived), r.Outcome, r.Status))
+				}
+			}
+			return strings.Join(parts, ", ")
+		}
+		writes := func(from, to time.Time) int {
+			n := 0
+			for _, f := range faults {
+				if f.kind == configRewrite && f.covers(mi) && !f.start.Before(from) && f.start.Before(to) {
+					n++
+				}
+			}
+			return n
+		}
+		// Outage windows, and what lies between them.
+		var windows []fault
+		for _, f := range faults {
+			if f.isMirakl() && f.covers(mi) {
+				windows = append(windows, f)
+			}
+		}
+		from := s.start
+		check := func(to time.Time) {
+			if !to.After(from) {
+				return
+			}
+			d := to.Sub(from)
+			n := count(from, to)
+			budget := int(2*d/tokenLife) + 1 + writes(from, to)
+			healthy += d
+			healthyReqs += n
+			if n > budget {
+				v.violations = append(v.violations, violation{from, fmt.Sprintf("%s: %d requests while Mirakl answered for %s (until %s), budget %d (2 per %s lifetime + 1, + config writes): %s",
+					m.path, n, d.Round(time.Second), s.at(to), budget, tokenLife, arrivals(from, to))})
+			}
+		}
+		for _, w := range windows {
+			check(w.start)
+			// A window that starts within request_timeout of the one before
+			// counts from where that one's count ended.
+			start := w.start
+			if from.After(start) {
+				start = from
+			}
+			end := w.end.Add(requestTimeout)
+			budget, segStart := 0, start
+			for _, r := range resets {
+				if r.After(w.start) && r.Before(end) {
+					budget += gateAttempts(r.Sub(segStart), w.kind, w.retryAfter)
+					segStart = r
+				}
+			}
+			budget += gateAttempts(end.Sub(segStart), w.kind, w.retryAfter) + writes(start, end)
+			n := count(start, end)
+			if ratio := float64(n) / float64(budget); ratio > worstRatio || worst == "" {
+				worst, worstRatio = fmt.Sprintf("%s %s at %s for %s: %d requests, budget %d", m.path, w.kind, s.at(w.start), w.end.Sub(w.start).Round(100*time.Millisecond), n, budget), ratio
+			}
+			if n > budget {
+				v.violations = append(v.violations, violation{w.start, fmt.Sprintf("%s: %d requests during %s of %s (until %s), budget %d (the gate's schedule): %s",
+					m.path, n, w.kind, w.end.Sub(w.start).Round(100*time.Millisecond), s.at(end), budget, arrivals(start, end))})
+			}
+			from = end
+		}
+		check(s.end.Add(requestTimeout))
+	}
+	v.checked = fmt.Sprintf("%d requests from %d mounts", total, len(s.mounts))
+	if healthy > 0 {
+		v.notes = append(v.notes, fmt.Sprintf("while Mirakl answered: %d requests in %s summed over mounts, %.2f per token lifetime per mount",
+			healthyReqs, healthy.Round(time.Second), float64(healthyReqs)/(float64(healthy)/float64(tokenLife))))
+	}
+	if worst != "" {
+		v.notes = append(v.notes, "worst outage window: "+worst)
+	}
+	return v
+}
+
+// Invariant 5: the plugin processes' memory, threads and open descriptors
+// stay flat, no plugin process is left over, and the engine's connections
+// to Mirakl do not pile up. Goroutines cannot be counted from outside the
+// process; threads and descriptors stand in for them.
+func (s *soak) checkFlat() verdict {
+	v := verdict{n: 5, name: "plugin RSS, threads and open files flat"}
+	sm := s.sampler
+	sm.mu.Lock()
+	procs := slices.Clone(sm.procs)
+	conns := slices.Clone(sm.conns)
+	sm.mu.Unlock()
+	if sm.why != "" {
+		v.checked = "not measured: " + sm.why
+		return v
+	}
+	byPID := map[int][]procSample{}
+	for _, p := range procs {
+		byPID[p.pid] = append(byPID[p.pid], p)
+	}
+	judged := 0
+	warm, span := min(warmup, s.settings.duration/6), minSpan
+	for _, pid := range slices.Sorted(maps.Keys(byPID)) {
+		ps := byPID[pid]
+		i := slices.IndexFunc(ps, func(p procSample) bool { return p.at.Sub(ps[0].at) >= warm })
+		if i < 0 || ps[len(ps)-1].at.Sub(ps[i].at) < span {
+			continue
+		}
+		first, last := ps[i], ps[len(ps)-1]
+		judged++
+		growth := fmt.Sprintf("pid %d on %s, %s..%s: RSS %.1f -> %.1f MiB, threads %d -> %d, fds %d -> %d",
+			pid, first.node, s.at(first.at), s.at(last.at), mib(first.rss), mib(last.rss), first.threads, last.threads, first.fds, last.fds)
+		v.notes = append(v.notes, growth)
+		if last.rss-first.rss > max(maxRSSGrowth, first.rss/2) || last.threads-first.threads > maxThreadGrow || last.fds-first.fds > maxFDGrowth {
+			v.violations = append(v.violations, violation{last.at, "grew: " + growth})
+		}
+	}
+	v.checked = fmt.Sprintf("%d samples of %d plugin processes, %d lived %s past a warm-up of %s and were judged", len(procs), len(byPID), judged, span, warm)
+	if len(conns) > 1 {
+		for m := range s.mounts[:min(2, len(s.mounts))] {
+			first, last := conns[0][m], conns[len(conns)-1][m]
+			v.notes = append(v.notes, fmt.Sprintf("%s: open connections to its Mirakl %d -> %d", s.mounts[m].path, first, last))
+			if last-first > maxConnsGrowth {
+				v.violations = append(v.violations, violation{s.end, fmt.Sprintf("%s: connections to Mirakl grew from %d to %d", s.mounts[m].path, first, last)})
+			}
+		}
+	}
+	// Left over: more plugin processes than the cluster runs (Vault: the
+	// active node's; OpenBao: one per node).
+	want := 1
+	if s.kind.StandbysRunPlugins() {
+		want = nodes
+	}
+	if pids, err := vaulttest.ProcessesIn(s.cluster.PluginDir); err == nil {
+		v.notes = append(v.notes, fmt.Sprintf("plugin processes at the end: %d (want at most %d)", len(pids), want))
+		if len(pids) > want {
+			v.violations = append(v.violations, violation{s.end, fmt.Sprintf("%d plugin processes run at the end, want at most %d: %v", len(pids), want, pids)})
+		}
+	}
+	return v
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
