@@ -169,25 +169,10 @@ func closedPort(t *testing.T) string {
 // they are, below HTTP.
 func tcpReplier(t *testing.T, reply string) string {
 	t.Helper()
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = listener.Close() })
-	go func() {
-		for {
-			conn, err := listener.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer func() { _ = conn.Close() }()
-				buf := make([]byte, 4096)
-				if _, err := conn.Read(buf); err == nil {
-					_, _ = conn.Write([]byte(reply))
-				}
-			}()
+	return loopbackListener(t, func(conn net.Conn) {
+		buf := make([]byte, 4096)
+		if _, err := conn.Read(buf); err == nil {
+			_, _ = conn.Write([]byte(reply))
 		}
-	}()
-	return listener.Addr().String()
+	})
 }

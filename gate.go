@@ -122,7 +122,13 @@ func (g *gate) refusedLocked() bool { return errors.Is(g.failure, ErrCredentials
 func (g *gate) succeeded() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.failure, g.failedAt, g.failures, g.refusals, g.reopensAt, g.retryAfterUntil, g.unchangedUntil = nil, time.Time{}, 0, 0, time.Time{}, time.Time{}, time.Time{}
+	g.openLocked()
+	g.unchangedUntil = time.Time{}
+}
+
+// openLocked forgets the failures: a request succeeded.
+func (g *gate) openLocked() {
+	g.failure, g.failedAt, g.failures, g.refusals, g.reopensAt, g.retryAfterUntil = nil, time.Time{}, 0, 0, time.Time{}, time.Time{}
 }
 
 // answeredUnchanged opens the gate for readers and holds back requests that
@@ -133,7 +139,7 @@ func (g *gate) succeeded() {
 func (g *gate) answeredUnchanged(now time.Time, left time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.failure, g.failedAt, g.failures, g.refusals, g.reopensAt, g.retryAfterUntil = nil, time.Time{}, 0, 0, time.Time{}, time.Time{}
+	g.openLocked()
 	g.unchangedUntil = now.Add(max(left/2, gateFirstWait))
 }
 

@@ -275,6 +275,19 @@ func rawServer(t *testing.T, answer func(body string) string) string {
 // port and lets serve write whatever it likes back; it returns the address.
 func rawListener(t *testing.T, serve func(conn net.Conn, req *http.Request)) string {
 	t.Helper()
+	return loopbackListener(t, func(conn net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(conn))
+		if err != nil {
+			return
+		}
+		serve(conn, req)
+	})
+}
+
+// loopbackListener hands each connection on a loopback port to serve, below
+// HTTP, and closes it after; it returns the address.
+func loopbackListener(t *testing.T, serve func(conn net.Conn)) string {
+	t.Helper()
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -288,11 +301,7 @@ func rawListener(t *testing.T, serve func(conn net.Conn, req *http.Request)) str
 			}
 			go func() {
 				defer func() { _ = conn.Close() }()
-				req, err := http.ReadRequest(bufio.NewReader(conn))
-				if err != nil {
-					return
-				}
-				serve(conn, req)
+				serve(conn)
 			}()
 		}
 	}()

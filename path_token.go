@@ -193,8 +193,13 @@ func (b *backend) fresherFor(ctx context.Context, mount *mountState, cached *cac
 	default:
 		why = fmt.Sprintf("a new one could not be had (%v)", err)
 	}
-	return cached, []string{fmt.Sprintf("serving the cached token, which has %s left, less than the min_ttl of %s: %s",
-		cached.remaining(b.now()).Truncate(time.Second), want, why)}, nil
+	return cached, servingCached(cached.remaining(b.now()), want, why), nil
+}
+
+// servingCached is the warning of a read served the cached token with less
+// life than it wanted, and why no newer one came.
+func servingCached(left, want time.Duration, why string) []string {
+	return []string{fmt.Sprintf("serving the cached token, which has %s left, less than the min_ttl of %s: %s", left.Truncate(time.Second), want, why)}
 }
 
 // refreshAheadMargin starts background refreshes this much before a token
@@ -325,8 +330,7 @@ func (b *backend) minTTLWarnings(mount *mountState, t *cachedToken, now time.Tim
 			left.Truncate(time.Second), want, t.lifetime().Round(time.Second), reusable.Round(time.Second))}
 	}
 	if failure := mount.cache.gate.lastFailure(); failure != nil {
-		return []string{fmt.Sprintf("serving the cached token, which has %s left, less than the min_ttl of %s: a new one could not be had (%v)",
-			left.Truncate(time.Second), want, failure)}
+		return servingCached(left, want, fmt.Sprintf("a new one could not be had (%v)", failure))
 	}
 	return []string{fmt.Sprintf("the token has %s left, less than the min_ttl of %s: a new one is on its way",
 		left.Truncate(time.Second), want)}
