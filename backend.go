@@ -4,6 +4,7 @@ package mirakl
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,14 +73,21 @@ func newBackend(ctx context.Context, conf *logical.BackendConfig, now func() tim
 		Help:        backendHelp,
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configStorageKey, tokenStorageKey},
+			SealWrapStorage: []string{configStorageKey, tokenStorageKey, roleTokenStoragePrefix},
 		},
-		Paths: []*framework.Path{
-			pathConfig(b),
-			pathToken(b),
-			pathStatus(b),
-			pathMetrics(b),
-		},
+		Paths: framework.PathAppend(
+			[]*framework.Path{
+				pathConfig(b),
+				pathToken(b),
+				pathRoleToken(b),
+			},
+			pathRoles(b),
+			[]*framework.Path{
+				pathStatus(b),
+				pathRoleStatus(b),
+				pathMetrics(b),
+			},
+		),
 		Secrets: []*framework.Secret{
 			secretToken(b),
 		},
@@ -100,10 +108,17 @@ func (b *backend) clean(context.Context) {
 	b.setMount(nil)
 }
 
-// invalidate runs on nodes whose storage changed under them (standbys, replicas).
+// invalidate runs on nodes whose storage changed under them (standbys,
+// replicas): what changed loads again on next use.
 func (b *backend) invalidate(_ context.Context, key string) {
-	if key == configStorageKey || key == tokenStorageKey { // token_store.go: the stored token reloads with the config
+	switch {
+	case key == configStorageKey || key == tokenStorageKey: // token_store.go: the stored token reloads with the config
 		b.setMount(nil)
+	case strings.HasPrefix(key, roleStoragePrefix) || strings.HasPrefix(key, roleTokenStoragePrefix):
+		if mount := b.loadedMount(); mount != nil {
+			role := strings.TrimPrefix(strings.TrimPrefix(key, roleStoragePrefix), roleTokenStoragePrefix)
+			mount.dropRole(role)
+		}
 	}
 }
 
@@ -158,7 +173,9 @@ The Mirakl secrets engine keeps a Mirakl Connect client ID and client secret
 and exchanges them for short-lived Bearer tokens (OAuth 2.0 client-credentials
 grant). Applications read mirakl/token and never see the client secret.
 
-Configure it once with "mirakl/config"; then read "mirakl/token". Operators
-see the engine's dealings with Mirakl at "mirakl/status"; Prometheus scrapes
+Configure it once with "mirakl/config"; then read "mirakl/token". For the
+seller APIs, each company's token comes from a role: "mirakl/roles/:name"
+names its audience and "mirakl/token/:name" serves its token. Operators see
+the engine's dealings with Mirakl at "mirakl/status"; Prometheus scrapes
 "mirakl/metrics".
 `

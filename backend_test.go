@@ -2,6 +2,7 @@ package mirakl
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func TestFactoryReportsVersion(t *testing.T) {
 	if fb.RunningVersion != Version || Version == "" {
 		t.Fatalf("RunningVersion = %q, Version = %q", fb.RunningVersion, Version)
 	}
-	if got := fb.PathsSpecial.SealWrapStorage; len(got) != 2 || got[0] != configStorageKey || got[1] != tokenStorageKey {
+	if got := fb.PathsSpecial.SealWrapStorage; !slices.Equal(got, []string{configStorageKey, tokenStorageKey, roleTokenStoragePrefix}) {
 		t.Fatalf("SealWrapStorage = %v", got)
 	}
 }

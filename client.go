@@ -96,6 +96,10 @@ const (
 	failUnregisteredErr = "unregistered"
 )
 
+// oauthInvalidClient is the one OAuth error that is about the client itself,
+// whatever audience the request named (tokenCache.failed).
+const oauthInvalidClient = "invalid_client"
+
 // oauthErrorCodes are the error codes RFC 6749 (5.2, 4.1.2.1) registers: the
 // only ones repeated as Mirakl sent them.
 var oauthErrorCodes = map[string]bool{
@@ -185,7 +189,6 @@ type fetchedToken struct {
 type tokenClient struct {
 	clientID     string
 	clientSecret string
-	audience     string
 	tokenURL     string
 	timeout      time.Duration
 	now          func() time.Time
@@ -222,7 +225,6 @@ func newTokenClient(cfg *miraklConfig, policy retryPolicy, now func() time.Time,
 	c := &tokenClient{
 		clientID:     cfg.ClientID,
 		clientSecret: cfg.ClientSecret,
-		audience:     cfg.Audience,
 		tokenURL:     cfg.TokenURL,
 		timeout:      cfg.RequestTimeout,
 		now:          now,
@@ -270,7 +272,9 @@ func (c *tokenClient) close() { c.http.HTTPClient.CloseIdleConnections() }
 // fetch performs one exchange, retries included unless it is a probe,
 // bounded by request_timeout: the form goes out, at most maxResponseBytes
 // come back, and the answer is judged by its status in one place.
-func (c *tokenClient) fetch(ctx context.Context, probe bool) (*fetchedToken, error) {
+// audience, when not empty, is sent as a fourth form field; empty, the form
+// is the three fields Mirakl documents.
+func (c *tokenClient) fetch(ctx context.Context, probe bool, audience string) (*fetchedToken, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
@@ -279,8 +283,8 @@ func (c *tokenClient) fetch(ctx context.Context, probe bool) (*fetchedToken, err
 		"client_id":     {c.clientID},
 		"client_secret": {c.clientSecret},
 	}
-	if c.audience != "" {
-		form.Set("audience", c.audience)
+	if audience != "" {
+		form.Set("audience", audience)
 	}
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, strings.NewReader(form.Encode()))
 	if err != nil {

@@ -48,7 +48,7 @@ func FuzzTokenResponse(f *testing.F) {
 				Request:    r,
 			}, nil
 		})
-		tok, err := client.fetch(context.Background(), false)
+		tok, err := client.fetch(context.Background(), false, "")
 		if err != nil {
 			if !errors.Is(err, ErrCredentialsRefused) && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrInvalidResponse) {
 				t.Fatalf("unclassified error: %v", err)

@@ -34,8 +34,8 @@ func TestMetricsRequestDuration(t *testing.T) {
 	env := newTestEnv(t)
 	m := env.backend.metrics
 	start := env.clock.Now()
-	m.requestDone(start, start.Add(1500*time.Millisecond), nil)
-	m.requestDone(start, start.Add(40*time.Second), &UpstreamError{Kind: ErrUnavailable})
+	m.requestDone(m.defaultRoleMetrics, start, start.Add(1500*time.Millisecond), nil)
+	m.requestDone(m.defaultRoleMetrics, start, start.Add(40*time.Second), &UpstreamError{Kind: ErrUnavailable})
 
 	var h dto.Metric
 	if err := m.durations.Write(&h); err != nil {
@@ -61,7 +61,7 @@ func TestMetricsRequestDuration(t *testing.T) {
 // Counting a cached read is an atomic increment: it allocates nothing.
 func TestCountingACachedReadAllocatesNothing(t *testing.T) {
 	m := newTestEnv(t).backend.metrics
-	if allocs := testing.AllocsPerRun(1000, func() { m.tokenRead(false, nil) }); allocs != 0 {
+	if allocs := testing.AllocsPerRun(1000, func() { m.tokenRead(nil, defaultRole, false, nil) }); allocs != 0 {
 		t.Errorf("counting a cached read allocates %v times", allocs)
 	}
 }
@@ -73,7 +73,7 @@ func BenchmarkCountCachedRead(b *testing.B) {
 	m := newMountMetrics(&backend{})
 	b.ReportAllocs()
 	for b.Loop() {
-		m.tokenRead(false, nil)
+		m.tokenRead(nil, defaultRole, false, nil)
 	}
 }
 
@@ -82,7 +82,7 @@ func BenchmarkCountCachedReadParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			m.tokenRead(false, nil)
+			m.tokenRead(nil, defaultRole, false, nil)
 		}
 	})
 }

@@ -4,34 +4,42 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // mountState is one config with what derives from it: the client that sends
-// its secret and the cache of its tokens and requests. A config change
-// replaces it whole and closes the old one, which cancels its requests: none
-// goes on with a secret that was replaced or deleted, and a request that the
-// change overtook can only fill a cache nobody reads.
+// its secret, the gate its requests pass, and its tokens: the default one and
+// each role's (token_source.go). A config change replaces it whole and closes
+// the old one, which cancels its requests: none goes on with a secret that
+// was replaced or deleted, and a request that the change overtook can only
+// fill a cache nobody reads.
 type mountState struct {
 	config *miraklConfig
 	client *tokenClient
-	cache  *tokenCache
-	// restorePending: the stored token has not been looked for yet, or
-	// storage could not be read: the state's next use looks again.
-	restorePending atomic.Bool
+	// gate is the one decision per endpoint and credentials: every token of
+	// the mount, the default one and each role's, passes it.
+	gate         gate
+	defaultToken *tokenSource
+	roles        roles
 }
 
 func (b *backend) newMountState(cfg *miraklConfig, client *tokenClient) *mountState {
-	return &mountState{config: cfg, client: client, cache: newTokenCache(b.alive)}
+	mount := &mountState{config: cfg, client: client}
+	mount.defaultToken = b.newTokenSource(mount, defaultRole, cfg.Audience, cfg.MinTTL)
+	return mount
 }
 
 // close ends the state's requests and drops its idle connections.
 func (m *mountState) close() {
-	m.cache.close()
+	m.eachSource((*tokenSource).close)
 	m.client.close()
+}
+
+// retire marks every token of the state as not to be stored any more.
+func (m *mountState) retire() {
+	m.eachSource(func(src *tokenSource) { src.retired.Store(true) })
 }
 
 // errMountClosed: Vault ended the mount (unmount, reload, shutdown) and a
@@ -48,7 +56,7 @@ const mountLoadTimeout = 10 * time.Second
 // leave the mount without its stored token; a restore that storage failed is
 // tried again on the next use. One load builds one state.
 func (b *backend) currentMount(_ context.Context, s logical.Storage) (*mountState, error) {
-	if mount := b.mount.Load(); mount != nil && !mount.restorePending.Load() {
+	if mount := b.mount.Load(); mount != nil && !mount.defaultToken.restorePending.Load() {
 		return mount, nil
 	}
 	b.mountWrites.Lock()
@@ -69,11 +77,10 @@ func (b *backend) currentMount(_ context.Context, s logical.Storage) (*mountStat
 			return nil, fmt.Errorf("loading config: %w", err)
 		}
 		mount = b.newMountState(cfg, client)
-		mount.restorePending.Store(true)
 		b.mount.Store(mount)
 	}
-	if mount.restorePending.Load() && b.restoreToken(ctx, s, mount) { // token_store.go
-		mount.restorePending.Store(false)
+	if src := mount.defaultToken; src.restorePending.Load() && b.restoreToken(ctx, s, mount, src) { // token_store.go
+		src.restorePending.Store(false)
 	}
 	return mount, nil
 }
@@ -89,4 +96,32 @@ func (b *backend) setMount(mount *mountState) {
 	if old := b.mount.Swap(mount); old != nil && old != mount {
 		old.close()
 	}
+}
+
+// replaceMount makes next (nil: none) the mount's state after a config write
+// or delete: with no load of the mount in between, it retires the current
+// state's tokens and drops the stored ones (token_store.go), runs write (the
+// config's own storage change), and installs next; then it closes the old
+// state. Nothing changes in memory if write fails, and the old tokens go on
+// being stored.
+func (b *backend) replaceMount(ctx context.Context, s logical.Storage, next *mountState, write func() error) error {
+	b.mountWrites.Lock()
+	old := b.mount.Load()
+	err := b.dropStoredTokens(ctx, s, old)
+	if err == nil {
+		err = write()
+	}
+	if err != nil {
+		if old != nil {
+			old.eachSource(func(src *tokenSource) { reinstate(src) })
+		}
+		b.mountWrites.Unlock()
+		return err
+	}
+	b.mount.Store(next)
+	b.mountWrites.Unlock()
+	if old != nil && old != next {
+		old.close()
+	}
+	return nil
 }

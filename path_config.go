@@ -188,19 +188,23 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	mount := b.newMountState(cfg, client)
+	mount.defaultToken.restorePending.Store(false) // the write drops the stored tokens
 	old := b.loadedMount()
 	sameEndpoint := old != nil && existing != nil && !cfg.movesSecretFrom(old.config)
 	if sameEndpoint {
-		mount.cache.gate.inherit(&old.cache.gate, cfg.sameCredentials(old.config))
+		mount.gate.inherit(&old.gate, cfg.sameCredentials(old.config))
+		if cfg.Audience == old.config.Audience {
+			mount.defaultToken.cache.hold.inherit(&old.defaultToken.cache.hold, cfg.sameCredentials(old.config))
+		}
 	}
 	if d.Get(fieldVerify).(bool) {
-		if _, err := b.fetch(ctx, mount, nil, forConfigCheck, 0); err != nil {
+		if _, err := b.fetch(ctx, mount, mount.defaultToken, nil, forConfigCheck, 0); err != nil {
 			mount.close()
 			if sameEndpoint {
 				// What the check learnt of the endpoint (an outage, Mirakl's
 				// Retry-After) holds for the config in use too; a refusal only
 				// if it was of the same credentials.
-				old.cache.gate.inherit(&mount.cache.gate, cfg.sameCredentials(old.config))
+				old.gate.inherit(&mount.gate, cfg.sameCredentials(old.config))
 			}
 			return configCheckFailed(err, secretGiven)
 		}
@@ -211,16 +215,18 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		mount.close()
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
-	if err := b.dropStoredToken(ctx, req.Storage); err != nil { // token_store.go
+	// Every token goes with the old config, the roles' too: their next reads
+	// fetch new ones with the new credentials (mount.go, token_store.go).
+	if err := b.replaceMount(ctx, req.Storage, mount, func() error {
+		if err := req.Storage.Put(ctx, entry); err != nil {
+			return fmt.Errorf("storing config: %w", err)
+		}
+		return nil
+	}); err != nil {
 		mount.close()
 		return nil, err
 	}
-	if err := req.Storage.Put(ctx, entry); err != nil {
-		mount.close()
-		return nil, fmt.Errorf("storing config: %w", err)
-	}
-	b.setMount(mount)
-	b.storeConfigToken(ctx, req.Storage, mount) // token_store.go
+	b.storeVerifiedToken(ctx, req.Storage, mount, mount.defaultToken) // token_store.go
 	return nil, nil
 }
 
@@ -229,6 +235,12 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 // error_description is shown only to a writer who sent the secret in this
 // request; the stored secret's writer is not necessarily this one.
 func configCheckFailed(err error, secretGiven bool) (*logical.Response, error) {
+	return checkFailed(err, secretGiven, "the credentials")
+}
+
+// checkFailed answers a config or role write whose check of what (the
+// credentials, a role's audience) failed.
+func checkFailed(err error, secretGiven bool, what string) (*logical.Response, error) {
 	message := err.Error()
 	var upstream *UpstreamError
 	var closed *GateClosedError
@@ -241,9 +253,9 @@ func configCheckFailed(err error, secretGiven bool) (*logical.Response, error) {
 		return logical.ErrorResponse("nothing was stored: %s", message), nil
 	case errors.As(err, &upstream):
 		return nil, logical.CodedError(http.StatusBadGateway,
-			fmt.Sprintf("nothing was stored: could not check the credentials: %s (write verify=false to store them unchecked)", message))
+			fmt.Sprintf("nothing was stored: could not check %s: %s (write verify=false to store them unchecked)", what, message))
 	default:
-		return nil, fmt.Errorf("checking the credentials: %w", err)
+		return nil, fmt.Errorf("checking %s: %w", what, err)
 	}
 }
 
@@ -268,15 +280,14 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.configWrites.Lock()
 	defer b.configWrites.Unlock()
-	if err := b.dropStoredToken(ctx, req.Storage); err != nil { // token_store.go
-		return nil, err
-	}
-	if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
-		return nil, fmt.Errorf("deleting config: %w", err)
-	}
-	b.setMount(nil)
-	b.storeConfigToken(ctx, req.Storage, nil) // token_store.go
-	return nil, nil
+	// The roles stay (they are not secret); their tokens go with the config.
+	err := b.replaceMount(ctx, req.Storage, nil, func() error {
+		if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
+			return fmt.Errorf("deleting config: %w", err)
+		}
+		return nil
+	})
+	return nil, err
 }
 
 func readConfig(ctx context.Context, s logical.Storage) (*miraklConfig, error) {
@@ -305,34 +316,56 @@ const (
 	maxMinTTL            = 24 * time.Hour
 )
 
-// update sets the fields the request names; the others keep their values. A
-// field beyond its length or character limits is refused before anything is
-// built from it.
-func (c *miraklConfig) update(d *framework.FieldData) error {
-	text := func(field string, limit int, allowed func(rune) bool, what string, dst *string) error {
-		v, ok := d.GetOk(field)
-		if !ok {
-			return nil
-		}
-		// Surrounding whitespace is never part of a value: it comes from
-		// "client_secret=- <<<..." or @file, and Mirakl would refuse it.
-		value := strings.TrimSpace(v.(string))
-		if len(value) > limit {
-			return fmt.Errorf("%s is longer than %d bytes", field, limit)
-		}
-		if strings.IndexFunc(value, func(r rune) bool { return !allowed(r) }) >= 0 {
-			return fmt.Errorf("%s may hold only %s", field, what)
-		}
-		*dst = value
+// textRule is what a text field may hold: every text field of every path is
+// checked by textField, against its rule, before anything is built from it.
+type textRule struct {
+	limit   int
+	allowed func(rune) bool
+	what    string
+}
+
+const credentialChars = "printable ASCII characters (RFC 6749, appendix A)" //nolint:gosec // G101: a description, not a credential
+
+var (
+	clientIDRule     = textRule{maxClientIDBytes, isVSChar, credentialChars}
+	clientSecretRule = textRule{maxClientSecretBytes, isVSChar, credentialChars}
+	tokenURLRule     = textRule{maxTokenURLBytes, isURLChar, "printable ASCII characters without spaces"}
+	caCertRule       = textRule{maxCACertBytes, isPEMChar, "PEM text (printable ASCII and line breaks)"}
+	// audienceRule: a company's id is a UUID, but integrators also send a URL
+	// or a word (mirakl-connect); a form field of at most 256 bytes without
+	// spaces or control characters holds each.
+	audienceRule = textRule{maxAudienceBytes, isURLChar, "printable ASCII characters without spaces"}
+)
+
+// textField sets *dst to the field's value if the request names it, once it
+// passes rule. A field beyond its length or character limits is refused
+// before anything is built from it; every check is linear in the input.
+func textField(d *framework.FieldData, field string, rule textRule, dst *string) error {
+	v, ok := d.GetOk(field)
+	if !ok {
 		return nil
 	}
-	const credentialChars = "printable ASCII characters (RFC 6749, appendix A)" //nolint:gosec // G101: a description, not a credential
+	// Surrounding whitespace is never part of a value: it comes from
+	// "client_secret=- <<<..." or @file, and Mirakl would refuse it.
+	value := strings.TrimSpace(v.(string))
+	if len(value) > rule.limit {
+		return fmt.Errorf("%s is longer than %d bytes", field, rule.limit)
+	}
+	if strings.IndexFunc(value, func(r rune) bool { return !rule.allowed(r) }) >= 0 {
+		return fmt.Errorf("%s may hold only %s", field, rule.what)
+	}
+	*dst = value
+	return nil
+}
+
+// update sets the fields the request names; the others keep their values.
+func (c *miraklConfig) update(d *framework.FieldData) error {
 	for _, err := range []error{
-		text(fieldClientID, maxClientIDBytes, isVSChar, credentialChars, &c.ClientID),
-		text(fieldClientSecret, maxClientSecretBytes, isVSChar, credentialChars, &c.ClientSecret),
-		text(fieldTokenURL, maxTokenURLBytes, isURLChar, "printable ASCII characters without spaces", &c.TokenURL),
-		text(fieldCACert, maxCACertBytes, isPEMChar, "PEM text (printable ASCII and line breaks)", &c.CACert),
-		text(fieldAudience, maxAudienceBytes, isURLChar, "printable ASCII characters without spaces", &c.Audience),
+		textField(d, fieldClientID, clientIDRule, &c.ClientID),
+		textField(d, fieldClientSecret, clientSecretRule, &c.ClientSecret),
+		textField(d, fieldTokenURL, tokenURLRule, &c.TokenURL),
+		textField(d, fieldCACert, caCertRule, &c.CACert),
+		textField(d, fieldAudience, audienceRule, &c.Audience),
 	} {
 		if err != nil {
 			return err
@@ -377,8 +410,8 @@ func (c *miraklConfig) validate() error {
 	if c.RequestTimeout <= 0 || c.RequestTimeout > maxRequestTimeout {
 		return fmt.Errorf("request_timeout must be a positive duration of at most %s, such as 30s", maxRequestTimeout)
 	}
-	if c.MinTTL < 0 || c.MinTTL > maxMinTTL {
-		return fmt.Errorf("min_ttl must be zero or a positive duration of at most %s, such as 10m", maxMinTTL)
+	if err := validateMinTTL(c.MinTTL); err != nil {
+		return err
 	}
 	if problem := validateTokenURL(c.TokenURL); problem != "" {
 		return errors.New(problem)
@@ -387,6 +420,13 @@ func (c *miraklConfig) validate() error {
 		if problem := validatePEM(c.CACert); problem != "" {
 			return errors.New(problem)
 		}
+	}
+	return nil
+}
+
+func validateMinTTL(minTTL time.Duration) error {
+	if minTTL < 0 || minTTL > maxMinTTL {
+		return fmt.Errorf("min_ttl must be zero or a positive duration of at most %s, such as 10m", maxMinTTL)
 	}
 	return nil
 }

@@ -216,8 +216,8 @@ func TestConfigSealWrapped(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t)
 	paths := env.backend.SpecialPaths()
-	if paths == nil || !slices.Equal(paths.SealWrapStorage, []string{"config", "token"}) {
-		t.Fatalf("config and token are not seal-wrapped: %#v", paths)
+	if paths == nil || !slices.Equal(paths.SealWrapStorage, []string{"config", "token", "tokens/"}) {
+		t.Fatalf("config and tokens are not seal-wrapped: %#v", paths)
 	}
 	field := pathConfig(env.backend).Fields["client_secret"]
 	if field.DisplayAttrs == nil || !field.DisplayAttrs.Sensitive {

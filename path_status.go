@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -31,6 +33,37 @@ func pathStatus(b *backend) *framework.Path {
 	}
 }
 
+func pathRoleStatus(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "status/" + framework.GenericNameRegex(fieldName),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefixMirakl,
+		},
+		Fields: map[string]*framework.FieldSchema{
+			fieldName: {
+				Type:        framework.TypeString,
+				Description: "Name of the role.",
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback:                    b.pathRoleStatusRead,
+				Summary:                     "Show a role's cached token's expiry and its requests to Mirakl, without any secret.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "read", OperationSuffix: "role-status"},
+			},
+		},
+		HelpSynopsis:    pathRoleStatusHelpSynopsis,
+		HelpDescription: pathRoleStatusHelpDescription,
+	}
+}
+
+// maxStatusRoles bounds the roles mirakl/status lists, so that its answer
+// stays small with thousands of roles: those whose requests are held come
+// first, then by name; mirakl/status/:name shows any one of them.
+const maxStatusRoles = 100
+
 // pathStatusRead answers from memory: it never touches storage or Mirakl.
 func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	requests, failures, lastAt, lastErr := b.metrics.requestsSnapshot()
@@ -38,14 +71,7 @@ func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *frame
 		"requests": requests,
 		"failures": failures,
 	}
-	if !lastAt.IsZero() {
-		data["last_request_at"] = formatTime(lastAt)
-		outcome, status := describeOutcome(lastErr)
-		data["last_request_outcome"] = outcome
-		if status != 0 {
-			data["last_request_status"] = status
-		}
-	}
+	lastRequest(data, lastAt, lastErr)
 
 	mount := b.loadedMount()
 	data["config_loaded"] = mount != nil
@@ -53,14 +79,92 @@ func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *frame
 		return &logical.Response{Data: data}, nil
 	}
 	now := b.now()
-	if tok := mount.cache.current(); tok != nil {
+	tokenStatus(data, mount.defaultToken, now)
+
+	// Each role in memory that has a token or a failure; the rest have
+	// nothing to show (an idle role holds nothing).
+	var shown []*tokenSource
+	mount.roles.each(func(src *tokenSource) {
+		if src.cache.current() != nil || src.cache.lastFailure() != nil {
+			shown = append(shown, src)
+		}
+	})
+	data["roles_active"] = len(shown)
+	slices.SortFunc(shown, func(x, y *tokenSource) int {
+		hx, hy := x.cache.gateStatus(now).heldAt(now), y.cache.gateStatus(now).heldAt(now)
+		if hx != hy {
+			if hx {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(x.role, y.role)
+	})
+	if len(shown) > maxStatusRoles {
+		data["roles_omitted"] = len(shown) - maxStatusRoles
+		shown = shown[:maxStatusRoles]
+	}
+	roles := make(map[string]any, len(shown))
+	for _, src := range shown {
+		role := map[string]any{fieldAudience: src.audience}
+		tokenStatus(role, src, now)
+		roles[src.role] = role
+	}
+	data["roles"] = roles
+	return &logical.Response{Data: data}, nil
+}
+
+// pathRoleStatusRead is one role's status, from memory but for the role
+// itself, which a role not in use loads from storage.
+func (b *backend) pathRoleStatusRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	r, err := readRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return logical.ErrorResponse("there is no role %q: vault list %sroles shows the roles", name, req.MountPoint), nil
+	}
+	data := map[string]any{fieldAudience: r.Audience}
+	mount := b.loadedMount()
+	var src *tokenSource
+	if mount != nil {
+		src = mount.sourceFor(name)
+	}
+	data["in_use"] = src != nil
+	if src != nil && src.audience == r.Audience {
+		requests, failures, lastAt, lastErr := b.metrics.roleSnapshot(src.metrics)
+		data["requests"], data["failures"] = requests, failures
+		lastRequest(data, lastAt, lastErr)
+		tokenStatus(data, src, b.now())
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+// lastRequest shows how the last request to Mirakl ended, by class and
+// status only.
+func lastRequest(data map[string]any, lastAt time.Time, lastErr error) {
+	if lastAt.IsZero() {
+		return
+	}
+	data["last_request_at"] = formatTime(lastAt)
+	outcome, status := describeOutcome(lastErr)
+	data["last_request_outcome"] = outcome
+	if status != 0 {
+		data["last_request_status"] = status
+	}
+}
+
+// tokenStatus shows src's token and the hold on its requests.
+func tokenStatus(data map[string]any, src *tokenSource, now time.Time) {
+	if tok := src.cache.current(); tok != nil {
 		data["token_fingerprint"] = tok.fingerprint
 		data["token_issued_at"] = formatTime(tok.issuedAt)
 		data["token_expires_at"] = formatTime(tok.expiresAt)
 		data["token_expires_in"] = int64(max(tok.remaining(now), 0).Seconds())
 		data["token_read"] = tok.read.Load()
 	}
-	gate := mount.cache.gate.status()
+	gate := src.cache.gateStatus(now)
 	held := gate.heldAt(now)
 	if held {
 		data["next_attempt"] = formatTime(gate.reopensAt)
@@ -70,7 +174,9 @@ func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *frame
 	if held && gate.refused {
 		data["refusal_hold_until"] = formatTime(gate.reopensAt)
 	}
-	return &logical.Response{Data: data}, nil
+	if src.audience != "" {
+		data["audience_refused"] = src.cache.hold.status().refused
+	}
 }
 
 // describeOutcome names how a request ended by its class and status only:
@@ -111,5 +217,23 @@ failures there were since the plugin started.
 Token refreshes happen in the background, where no reader sees a failure until
 the cached token runs low: this is where an operator sees them first.
 
+Each role in memory that has a token or a failure is listed under "roles"
+with the same token fields (at most 100: those whose requests are held first,
+then by name; "roles_omitted" counts the rest, "roles_active" all of them).
+mirakl/status/:name shows any one role.
+
   $ vault read mirakl/status
+`
+
+const pathRoleStatusHelpSynopsis = `Show how one role's token is doing with Mirakl, without any secret.`
+
+const pathRoleStatusHelpDescription = `
+Answers from the memory of the active node, without calling Mirakl: the role's
+audience, whether it is in use (read since its token was last dropped), its
+cached token's fingerprint and expiry, its requests to Mirakl and how the last
+one ended, and whether its requests are held back: by the mount's gate (no
+answer, 5xx, 429, a refused client) or by its own (Mirakl refused its
+audience: audience_refused).
+
+  $ vault read mirakl/status/acme
 `

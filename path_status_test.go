@@ -41,7 +41,7 @@ func TestStatusFollowsRequestsToMirakl(t *testing.T) {
 	})
 
 	env.Configure(map[string]any{"verify": false, "request_timeout": "1s"})
-	noHold := map[string]any{"config_loaded": true, "requests_held": false, "refusal_hold": false}
+	noHold := map[string]any{"config_loaded": true, "requests_held": false, "refusal_hold": false, "roles": map[string]any{}, "roles_active": 0}
 	requireData(t, "configured", env.ReadStatus(), with(noHold, map[string]any{
 		"requests": uint64(0), "failures": uint64(0),
 	}))
@@ -82,7 +82,7 @@ func TestStatusFollowsRequestsToMirakl(t *testing.T) {
 	refused := map[string]any{
 		"requests": uint64(3), "failures": uint64(2),
 		"last_request_at": at(refusedAt), "last_request_outcome": "refused", "last_request_status": http.StatusUnauthorized,
-		"config_loaded": true,
+		"config_loaded": true, "roles": map[string]any{}, "roles_active": 0,
 	}
 	env.clock.Advance(10 * time.Second) // past the backoff (at most 10s after a second failure), within the hold
 	requireData(t, "during the refusal hold", env.ReadStatus(), with(refused, tokenFields, map[string]any{

@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
+// pathToken is mirakl/token, the default token; pathRoleToken is
+// mirakl/token/:name, a role's. Both read through pathTokenRead.
 func pathToken(b *backend) *framework.Path {
 	return &framework.Path{
 		Pattern: "token",
@@ -18,24 +20,53 @@ func pathToken(b *backend) *framework.Path {
 			OperationPrefix: operationPrefixMirakl,
 		},
 		Fields: map[string]*framework.FieldSchema{
-			fieldMinTTL: {
-				Type:        framework.TypeDurationSecond,
-				Description: "Least life the returned token should have left (e.g. 30m; honoured up to half the token's lifetime); defaults to the config's min_ttl. Given on the read and more than the cached token has, the read waits at most 3s for a new one, then gets the cached token with a warning.",
-				Query:       true,
-			},
+			fieldMinTTL: readerMinTTLField(),
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathTokenRead,
-				Summary:  "Get a Mirakl Bearer token under a lease that ends when the token expires.",
-				// The active node's cache serves the whole cluster.
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "generate", OperationSuffix: "token"},
-			},
+			logical.ReadOperation: tokenReadOperation(b, "Get a Mirakl Bearer token under a lease that ends when the token expires.", "token"),
 		},
 		HelpSynopsis:    pathTokenHelpSynopsis,
 		HelpDescription: pathTokenHelpDescription,
+	}
+}
+
+func pathRoleToken(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "token/" + framework.GenericNameRegex(fieldName),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefixMirakl,
+		},
+		Fields: map[string]*framework.FieldSchema{
+			fieldName: {
+				Type:        framework.TypeString,
+				Description: "Name of the role whose token to get.",
+			},
+			fieldMinTTL: readerMinTTLField(),
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: tokenReadOperation(b, "Get a role's Mirakl Bearer token, for its audience, under a lease that ends when the token expires.", "role-token"),
+		},
+		HelpSynopsis:    pathRoleTokenHelpSynopsis,
+		HelpDescription: pathRoleTokenHelpDescription,
+	}
+}
+
+func tokenReadOperation(b *backend, summary, suffix string) *framework.PathOperation {
+	return &framework.PathOperation{
+		Callback: b.pathTokenRead,
+		Summary:  summary,
+		// The active node's cache serves the whole cluster.
+		ForwardPerformanceStandby:   true,
+		ForwardPerformanceSecondary: true,
+		DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "generate", OperationSuffix: suffix},
+	}
+}
+
+func readerMinTTLField() *framework.FieldSchema {
+	return &framework.FieldSchema{
+		Type:        framework.TypeDurationSecond,
+		Description: "Least life the returned token should have left (e.g. 30m; honoured up to half the token's lifetime); defaults to the role's min_ttl, else the config's. Given on the read and more than the cached token has, the read waits at most 3s for a new one, then gets the cached token with a warning.",
+		Query:       true,
 	}
 }
 
@@ -47,12 +78,15 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		readerMinTTL = &ttl
 	}
 
+	role := roleName(d)
 	var fetched bool
-	tok, warnings, err := b.tokenFor(ctx, req.Storage, readerMinTTL, &fetched)
-	b.metrics.tokenRead(fetched, err)
+	tok, src, warnings, err := b.tokenFor(ctx, req.Storage, role, readerMinTTL, &fetched)
+	b.metrics.tokenRead(src, role, fetched, err)
 	switch {
 	case errors.Is(err, errNotConfigured):
 		return logical.ErrorResponse("this mount is not configured yet: run vault write %sconfig client_id=... client_secret=...", req.MountPoint), nil
+	case errors.Is(err, errRoleNotFound):
+		return logical.ErrorResponse("there is no role %q: vault list %sroles shows the roles", role, req.MountPoint), nil
 	case err != nil:
 		var upstream *UpstreamError
 		if errors.As(err, &upstream) {
@@ -76,11 +110,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	if tok.ResourceOwner != "" {
 		data["resource_owner"] = tok.ResourceOwner
 	}
-	resp := b.Secret(secretTokenType).Response(data, map[string]any{
-		internalFingerprint: tok.fingerprint,
-		internalExpiresAt:   tok.expiresAtLease,
-		internalLifetime:    tok.lifetimeLease,
-	})
+	resp := b.Secret(secretTokenType).Response(data, leaseData(src, tok))
 	// Renewable up to the token's expiry and no further (secretTokenRenew).
 	resp.Secret.TTL = left
 	resp.Secret.MaxTTL = left
@@ -98,38 +128,53 @@ var errNotConfigured = errors.New("not configured")
 // longer to keep it).
 var errNoLiveToken = errors.New("no token with life left could be handed out: every one expired before the read could return it")
 
-// tokenFor returns a token for a reader that wants readerMinTTL of life (nil:
-// the config's min_ttl), with warnings for the reader; fetched is set when the
+// roleName is the role a token read names: defaultRole for mirakl/token.
+func roleName(d *framework.FieldData) string {
+	if v, ok := d.GetOk(fieldName); ok {
+		return v.(string)
+	}
+	return defaultRole
+}
+
+// tokenFor returns role's token (defaultRole: mirakl/token) for a reader that
+// wants readerMinTTL of life (nil: the role's or config's min_ttl), with the
+// source that served it and warnings for the reader; fetched is set when the
 // reader waited for a new token from Mirakl (for the read counts).
 //
-// It is the one hand-out: whatever a read waited for (the config to load, a
-// request to Mirakl, storage), the token it returns is checked here, at the
-// moment it leaves, to belong to the configured credentials and to have life
-// left.
-func (b *backend) tokenFor(ctx context.Context, s logical.Storage, readerMinTTL *time.Duration, fetched *bool) (*cachedToken, []string, error) {
+// It is the one hand-out: whatever a read waited for (the config or the role
+// to load, a request to Mirakl, storage), the token it returns is checked
+// here, at the moment it leaves, to come from the configured credentials and
+// the role as it is now, and to have life left.
+func (b *backend) tokenFor(ctx context.Context, s logical.Storage, role string, readerMinTTL *time.Duration, fetched *bool) (*cachedToken, *tokenSource, []string, error) {
+	var src *tokenSource
 	for range 3 {
 		mount, err := b.currentMount(ctx, s)
 		if err != nil {
-			return nil, nil, err
+			return nil, src, nil, err
 		}
 		if mount == nil {
-			return nil, nil, errNotConfigured
+			return nil, src, nil, errNotConfigured
 		}
-		tok, warnings, err := b.tokenFrom(ctx, mount, readerMinTTL, fetched)
+		src, err = b.source(s, mount, role)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		tok, warnings, err := b.tokenFrom(ctx, mount, src, readerMinTTL, fetched)
 		switch {
-		case b.loadedMount() != mount:
-			// The config changed while this read waited: the token it got
-			// belongs to credentials that are no longer configured.
+		case b.loadedMount() != mount || mount.sourceFor(role) != src:
+			// The config or the role changed while this read waited (or
+			// the role went idle): the token it got belongs to credentials
+			// or an audience that are no longer configured.
 		case err != nil:
-			return nil, nil, err
+			return nil, src, nil, err
 		case tok.servable(b.now()):
-			return tok, warnings, nil
+			return tok, src, warnings, nil
 		}
 	}
 	if b.loadedMount() == nil {
-		return nil, nil, errNotConfigured
+		return nil, src, nil, errNotConfigured
 	}
-	return nil, nil, errNoLiveToken
+	return nil, src, nil, errNoLiveToken
 }
 
 // fresherWait bounds how long a reader that asked on its own read for more
@@ -145,44 +190,44 @@ const fresherWait = 3 * time.Second
 // shapes refresh ahead and warnings, never a wait. Every request goes through
 // the mount's gate (tokenCache.request). fetched is set when the read got a
 // token that a request brought for it.
-func (b *backend) tokenFrom(ctx context.Context, mount *mountState, readerMinTTL *time.Duration, fetched *bool) (*cachedToken, []string, error) {
-	want := mount.config.MinTTL
+func (b *backend) tokenFrom(ctx context.Context, mount *mountState, src *tokenSource, readerMinTTL *time.Duration, fetched *bool) (*cachedToken, []string, error) {
+	want := src.minTTL
 	if readerMinTTL != nil {
 		want = *readerMinTTL
 	}
 	now := b.now()
-	cached := mount.cache.current()
+	cached := src.cache.current()
 	if cached == nil || !cached.servable(now) {
-		tok, err := b.fetch(ctx, mount, cached, forReader, 0)
+		tok, err := b.fetch(ctx, mount, src, cached, forReader, 0)
 		if err != nil {
 			return nil, nil, err
 		}
 		tok.markRead()
 		*fetched = true
-		return tok, b.minTTLWarnings(mount, tok, b.now(), want), nil
+		return tok, minTTLWarnings(src, tok, b.now(), want), nil
 	}
 	cached.markRead()
 
 	left := cached.remaining(now)
 	if left < cached.reusableFor(want) && readerMinTTL != nil {
-		return b.fresherFor(ctx, mount, cached, want, fetched)
+		return b.fresherFor(ctx, mount, src, cached, want, fetched)
 	}
-	if left < refreshPoint(mount.config, cached) {
-		b.refreshInBackground(mount)
+	if left < refreshPoint(src, cached) {
+		b.refreshInBackground(mount, src)
 	}
-	return cached, b.minTTLWarnings(mount, cached, now, want), nil
+	return cached, minTTLWarnings(src, cached, now, want), nil
 }
 
 // fresherFor serves a reader that asked on its own read for more life (want)
 // than the valid cached token has: it waits at most fresherWait for a request
 // started for it (which is also the refresh ahead), and otherwise gets the
 // cached token with a warning that says why.
-func (b *backend) fresherFor(ctx context.Context, mount *mountState, cached *cachedToken, want time.Duration, fetched *bool) (*cachedToken, []string, error) {
-	tok, err := b.fetch(ctx, mount, cached, forFresher, b.fresherWait)
+func (b *backend) fresherFor(ctx context.Context, mount *mountState, src *tokenSource, cached *cachedToken, want time.Duration, fetched *bool) (*cachedToken, []string, error) {
+	tok, err := b.fetch(ctx, mount, src, cached, forFresher, b.fresherWait)
 	if err == nil && tok.fingerprint != cached.fingerprint {
 		tok.markRead()
 		*fetched = true
-		return tok, b.minTTLWarnings(mount, tok, b.now(), want), nil
+		return tok, minTTLWarnings(src, tok, b.now(), want), nil
 	}
 	var why string
 	switch {
@@ -208,42 +253,47 @@ const refreshAheadMargin = 2 * time.Minute
 
 // refreshPoint is the remaining life below which a token's successor is
 // fetched in the background.
-func refreshPoint(cfg *miraklConfig, tok *cachedToken) time.Duration {
-	return tok.reusableFor(cfg.MinTTL + refreshAheadMargin)
+func refreshPoint(src *tokenSource, tok *cachedToken) time.Duration {
+	return tok.reusableFor(src.minTTL + refreshAheadMargin)
 }
 
-// refreshAhead is the backend's periodic function (about once a minute, on
-// the active node): it fetches the successor of a token that readers use
-// before it falls below min_ttl. A token nobody read is left to expire, so an
-// idle mount makes no requests.
+// refreshAhead is part of the backend's periodic function (about once a
+// minute, on the active node): it fetches the successor of each token that
+// readers use before it falls below min_ttl. A token nobody read is left to
+// expire, so an idle mount or role makes no requests; a role with nothing
+// left to keep is forgotten, so that this work follows the roles in use.
 func (b *backend) refreshAhead(context.Context, *logical.Request) error {
 	if b.replicaOrStandby() {
 		return nil // the primary's active node serves this mount's tokens
 	}
 	if mount := b.loadedMount(); mount != nil {
-		if tok := mount.cache.current(); tok != nil && tok.read.Load() && tok.servable(b.now()) {
-			b.refreshIfDue(tok.fingerprint)
-		}
+		now := b.now()
+		mount.forgetIdleRoles(now)
+		mount.eachSource(func(src *tokenSource) {
+			if tok := src.cache.current(); tok != nil && tok.read.Load() && tok.servable(now) {
+				b.refreshIfDue(src, tok.fingerprint)
+			}
+		})
 	}
 	return nil
 }
 
-// refreshIfDue starts the background refresh of the cached token if it is the
-// one with this fingerprint and has passed its refresh point.
-func (b *backend) refreshIfDue(fingerprint string) {
+// refreshIfDue starts the background refresh of src's cached token if it is
+// the one with this fingerprint and has passed its refresh point.
+func (b *backend) refreshIfDue(src *tokenSource, fingerprint string) {
 	mount := b.loadedMount()
-	if mount == nil {
+	if mount == nil || mount.sourceFor(src.role) != src {
 		return
 	}
-	if tok := mount.cache.current(); tok != nil && tok.fingerprint == fingerprint && tok.remaining(b.now()) < refreshPoint(mount.config, tok) {
-		b.refreshInBackground(mount)
+	if tok := src.cache.current(); tok != nil && tok.fingerprint == fingerprint && tok.remaining(b.now()) < refreshPoint(src, tok) {
+		b.refreshInBackground(mount, src)
 	}
 }
 
-// refreshInBackground starts a request for the mount's next token that no
-// reader waits for, unless one is in flight or the gate holds requests back.
-func (b *backend) refreshInBackground(mount *mountState) {
-	_, _, _ = mount.cache.request(b.now(), forBackground, b.sender(mount, mount.cache.current()))
+// refreshInBackground starts a request for src's next token that no reader
+// waits for, unless one is in flight or the gate holds requests back.
+func (b *backend) refreshInBackground(mount *mountState, src *tokenSource) {
+	_, _, _ = src.cache.request(b.now(), forBackground, b.sender(mount, src, src.cache.current()))
 }
 
 // errStillWaiting: a reader that may wait only a bounded time stopped waiting.
@@ -254,8 +304,8 @@ var errStillWaiting = errors.New("still waiting for Mirakl")
 // gives up stops waiting, and the others still get the token. With a bound
 // (not 0), the caller waits only for a request started for it, and at most
 // that long.
-func (b *backend) fetch(ctx context.Context, mount *mountState, seen *cachedToken, purpose requestPurpose, bound time.Duration) (*cachedToken, error) {
-	f, started, err := mount.cache.request(b.now(), purpose, b.sender(mount, seen))
+func (b *backend) fetch(ctx context.Context, mount *mountState, src *tokenSource, seen *cachedToken, purpose requestPurpose, bound time.Duration) (*cachedToken, error) {
+	f, started, err := src.cache.request(b.now(), purpose, b.sender(mount, src, seen))
 	if err != nil {
 		return nil, err
 	}
@@ -278,48 +328,49 @@ func (b *backend) fetch(ctx context.Context, mount *mountState, seen *cachedToke
 	}
 }
 
-// sender is the one exchange with Mirakl for a mount state, as its gate
-// lets it out. seen is the token the caller found, so that a request that
-// ended just before is not repeated.
-func (b *backend) sender(mount *mountState, seen *cachedToken) sendFunc {
+// sender is the one exchange with Mirakl for src, as its gates let it out.
+// seen is the token the caller found, so that a request that ended just
+// before is not repeated.
+func (b *backend) sender(mount *mountState, src *tokenSource, seen *cachedToken) sendFunc {
 	return func(ctx context.Context, probe bool) (*cachedToken, error) {
+		cache := src.cache
 		now := b.now()
-		if current := mount.cache.current(); current != nil && current != seen && current.remaining(now) > current.lifetime()/2 {
+		if current := cache.current(); current != nil && current != seen && current.remaining(now) > current.lifetime()/2 {
 			return current, nil
 		}
 		started := now
-		fetched, err := mount.client.fetch(ctx, probe)
+		fetched, err := mount.client.fetch(ctx, probe, src.audience)
 		now = b.now()
-		b.metrics.requestDone(started, now, err)
+		b.metrics.requestDone(src.metrics, started, now, err)
 		if err != nil {
 			if !errors.Is(err, errRequestCancelled) {
-				mount.cache.gate.failed(err, now)
-				b.Logger().Warn("token request to Mirakl failed", "error", err)
+				cache.failed(err, now)
+				b.Logger().Warn("token request to Mirakl failed", "role", src.role, "error", err)
 			}
 			return nil, err
 		}
-		if current := mount.cache.current(); current != nil && current.AccessToken == fetched.AccessToken {
+		if current := cache.current(); current != nil && current.AccessToken == fetched.AccessToken {
 			// The same token again (a gateway that caches it, counting
 			// expires_in down): it keeps the lifetime it was issued with.
 			tok := current.answeredAgain(fetched, now)
-			mount.cache.answeredUnchanged(tok, now)
+			cache.answeredUnchanged(tok, now)
 			if tok != current {
-				b.tokenInstalled(mount, tok) // token_store.go
+				b.tokenInstalled(mount, src, tok) // token_store.go
 			}
-			b.Logger().Debug("Mirakl answered with the cached token again", "fingerprint", tok.fingerprint)
+			b.Logger().Debug("Mirakl answered with the cached token again", "role", src.role, "fingerprint", tok.fingerprint)
 			return tok, nil
 		}
 		tok := newCachedToken(fetched, now)
-		mount.cache.install(tok)
-		b.tokenInstalled(mount, tok) // token_store.go
-		b.Logger().Debug("fetched a new token", "fingerprint", tok.fingerprint, "expires_in_seconds", int64(fetched.ExpiresIn.Seconds()))
+		cache.install(tok)
+		b.tokenInstalled(mount, src, tok) // token_store.go
+		b.Logger().Debug("fetched a new token", "role", src.role, "fingerprint", tok.fingerprint, "expires_in_seconds", int64(fetched.ExpiresIn.Seconds()))
 		return tok, nil
 	}
 }
 
 // minTTLWarnings tells a reader that the token has less life than it wanted,
 // and why.
-func (b *backend) minTTLWarnings(mount *mountState, t *cachedToken, now time.Time, want time.Duration) []string {
+func minTTLWarnings(src *tokenSource, t *cachedToken, now time.Time, want time.Duration) []string {
 	left := t.remaining(now)
 	if left >= want {
 		return nil
@@ -329,7 +380,7 @@ func (b *backend) minTTLWarnings(mount *mountState, t *cachedToken, now time.Tim
 			"and a token is shared until it has half its life (%s) left",
 			left.Truncate(time.Second), want, t.lifetime().Round(time.Second), reusable.Round(time.Second))}
 	}
-	if failure := mount.cache.gate.lastFailure(); failure != nil {
+	if failure := src.cache.lastFailure(); failure != nil {
 		return servingCached(left, want, fmt.Sprintf("a new one could not be had (%v)", failure))
 	}
 	return []string{fmt.Sprintf("the token has %s left, less than the min_ttl of %s: a new one is on its way",
@@ -358,4 +409,24 @@ lease ends.
 
   $ vault read mirakl/token
   $ vault read mirakl/token min_ttl=30m
+`
+
+const pathRoleTokenHelpSynopsis = `Get a role's Mirakl Connect Bearer token, for the company its audience names.` //nolint:gosec // G101: help text, not a credential.
+
+const pathRoleTokenHelpDescription = `
+Returns a Bearer token for the role's audience (a Mirakl Connect seller
+company), exchanged with the config's client credentials: every request for it
+carries the role's audience as a fourth form field. Everything mirakl/token
+promises holds for each role: one cached token per role shared by its readers,
+one request in flight, refresh ahead only while the role is read, a lease as
+long as the token's remaining life and renewable up to it, min_ttl on the read
+(default: the role's min_ttl, else the config's), warnings.
+
+A lease remembers its role: renewing it after the role was deleted or its
+audience changed fails; revoking it always succeeds. Give each company's team a
+policy on its own role's path, e.g. path "mirakl/token/acme" { capabilities =
+["read"] }.
+
+  $ vault read mirakl/token/acme
+  $ vault read mirakl/token/acme min_ttl=30m
 `

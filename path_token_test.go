@@ -474,10 +474,10 @@ func TestFetchAfterAnotherRequestEndedTakesItsToken(t *testing.T) {
 	env.Configure(map[string]any{"verify": false})
 	env.MustReadToken()
 	mount := env.backend.loadedMount()
-	found := mount.cache.current()
+	found := mount.defaultToken.cache.current()
 	fetchAfter := func(found *cachedToken) *cachedToken {
 		t.Helper()
-		tok, err := env.backend.fetch(env.ctx, mount, found, forReader, 0)
+		tok, err := env.backend.fetch(env.ctx, mount, mount.defaultToken, found, forReader, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -497,7 +497,7 @@ func TestFetchAfterAnotherRequestEndedTakesItsToken(t *testing.T) {
 		t.Fatalf("a token with half its life left was taken for a new one: %d requests", env.fake.Requests())
 	}
 	// Nor is the token the reader found itself.
-	current := mount.cache.current()
+	current := mount.defaultToken.cache.current()
 	if tok := fetchAfter(current); tok == current || env.fake.Requests() != 4 {
 		t.Fatalf("the token found was taken for a new one: %d requests", env.fake.Requests())
 	}

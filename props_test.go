@@ -295,7 +295,7 @@ func (h *history) settle() {
 		return
 	}
 	if mount := h.backend.loadedMount(); mount != nil {
-		mount.cache.running.Wait()
+		mount.defaultToken.cache.running.Wait()
 	}
 }
 

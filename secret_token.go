@@ -3,6 +3,8 @@ package mirakl
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -21,7 +23,25 @@ const (
 	// internalLifetime is the lifetime Mirakl issued the token with, in
 	// seconds: no renewal is longer, whatever the wall clock did since.
 	internalLifetime = "token_lifetime_seconds"
+	// internalRole and internalAudience: the role a lease's token was read
+	// from, and the audience it was issued for (absent for mirakl/token).
+	internalRole     = "role"
+	internalAudience = "audience"
 )
+
+// leaseData is the internal data of a lease on tok, read from src.
+func leaseData(src *tokenSource, tok *cachedToken) map[string]any {
+	data := map[string]any{
+		internalFingerprint: tok.fingerprint,
+		internalExpiresAt:   tok.expiresAtLease,
+		internalLifetime:    tok.lifetimeLease,
+	}
+	if src.role != defaultRole {
+		data[internalRole] = src.role
+		data[internalAudience] = src.audience
+	}
+	return data
+}
 
 func secretToken(b *backend) *framework.Secret {
 	return &framework.Secret{
@@ -44,11 +64,18 @@ const renewMargin = time.Second
 // it: a Mirakl token's life cannot be extended. Renewable leases are what
 // lets Vault Proxy and Agent keep one lease per token for all their readers;
 // they read again once the renewal stops growing.
-func (b *backend) secretTokenRenew(_ context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+func (b *backend) secretTokenRenew(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	expiresAt, known := leaseExpiry(req.Secret)
 	if !known {
 		// Leases from before renewals carry no expiry: they end on their own.
 		return logical.ErrorResponse("this lease cannot be renewed (it predates renewable leases): read %stoken for a new token", req.MountPoint), nil
+	}
+	src, problem, err := b.leaseSource(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if problem != "" {
+		return logical.ErrorResponse(problem), nil
 	}
 	// The lease knows the token's expiry by the wall clock only; while the
 	// token is the cached one, the one clock rule (clock.go) applies too, so
@@ -59,8 +86,8 @@ func (b *backend) secretTokenRenew(_ context.Context, req *logical.Request, _ *f
 	if lifetime, ok := leaseLifetime(req.Secret); ok {
 		left = min(left, lifetime)
 	}
-	if mount := b.loadedMount(); mount != nil && fingerprint != "" {
-		if tok := mount.cache.current(); tok != nil && tok.fingerprint == fingerprint {
+	if src != nil && fingerprint != "" {
+		if tok := src.cache.current(); tok != nil && tok.fingerprint == fingerprint {
 			left = min(left, tok.remaining(now))
 		}
 	}
@@ -74,8 +101,8 @@ func (b *backend) secretTokenRenew(_ context.Context, req *logical.Request, _ *f
 	// A renewal is a reader still using the token: if it is the cached one
 	// and its successor is due, fetch that now, so that the reader's next read
 	// (when renewals stop growing) finds a fresh token.
-	if fingerprint != "" {
-		b.refreshIfDue(fingerprint)
+	if src != nil && fingerprint != "" {
+		b.refreshIfDue(src, fingerprint)
 	}
 	resp := &logical.Response{Secret: req.Secret}
 	resp.Secret.TTL = left
@@ -86,6 +113,36 @@ func (b *backend) secretTokenRenew(_ context.Context, req *logical.Request, _ *f
 		resp.Secret.MaxTTL = expiresAt.Sub(issued)
 	}
 	return resp, nil
+}
+
+// leaseSource is the token source of a lease being renewed, if in memory
+// (nil: none), or what keeps the lease from being renewed: its role was
+// deleted or now names another audience, so that a team whose role was
+// withdrawn does not keep a lease alive. A lease of the default token needs
+// nothing from storage; a role's loads its role as a read does.
+func (b *backend) leaseSource(ctx context.Context, req *logical.Request) (*tokenSource, string, error) {
+	role, _ := req.Secret.InternalData[internalRole].(string)
+	if role == defaultRole {
+		if mount := b.loadedMount(); mount != nil {
+			return mount.defaultToken, "", nil
+		}
+		return nil, "", nil
+	}
+	audience, _ := req.Secret.InternalData[internalAudience].(string)
+	mount, err := b.currentMount(ctx, req.Storage)
+	if err != nil || mount == nil {
+		return nil, "", err // no config: the lease runs to its token's expiry, as mirakl/token's do
+	}
+	src, err := b.source(req.Storage, mount, role)
+	switch {
+	case errors.Is(err, errRoleNotFound):
+		return nil, fmt.Sprintf("this lease cannot be renewed: its role %q was deleted", role), nil
+	case err != nil:
+		return nil, "", err
+	case src.audience != audience:
+		return nil, fmt.Sprintf("this lease cannot be renewed: its role %q now names another audience; read %stoken/%s for a token of the new one", role, req.MountPoint, role), nil
+	}
+	return src, "", nil
 }
 
 // secretTokenRevoke always succeeds and changes nothing: Mirakl has no

@@ -296,9 +296,9 @@ func newLoopbackServer(t *testing.T, h http.Handler) string {
 // forgetToken drops the cached token, so that the next read fetches.
 func (b *backend) forgetToken() {
 	if mount := b.loadedMount(); mount != nil {
-		mount.cache.mu.Lock()
-		mount.cache.token = nil
-		mount.cache.mu.Unlock()
+		mount.defaultToken.cache.mu.Lock()
+		mount.defaultToken.cache.token = nil
+		mount.defaultToken.cache.mu.Unlock()
 	}
 }
 
@@ -311,7 +311,7 @@ const waitDeadline = 10 * time.Second
 func (e *testEnv) settle() {
 	e.t.Helper()
 	if mount := e.backend.loadedMount(); mount != nil {
-		waitGroup(e.t, "the mount's requests to end", &mount.cache.running)
+		waitGroup(e.t, "the mount's requests to end", &mount.defaultToken.cache.running)
 	}
 }
 

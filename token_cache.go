@@ -80,11 +80,22 @@ func (t *cachedToken) reusableFor(minTTL time.Duration) time.Duration {
 	return min(minTTL, t.lifetime()/2)
 }
 
-// tokenCache is one config's token and its requests to Mirakl: the gate that
-// decides whether one may go out, and the one request in flight that every
-// caller shares. It owns its requests: close cancels them and waits for them.
+// tokenCache is one audience's token and its requests to Mirakl: the one
+// request in flight that every caller shares, and the two gates each request
+// passes: the mount's, shared by every audience of one endpoint and
+// credentials, and its own hold, for what Mirakl said of this audience only.
+// It owns its requests: close cancels them and waits for them.
 type tokenCache struct {
-	gate gate
+	// shared is the mount's gate (mountState.gate): an outage, a 429 or a
+	// refused client closes it for every audience.
+	shared *gate
+	// hold is this audience's own: a refusal that concerns the audience it
+	// sent (a company that withdrew its consent), and Mirakl answering with
+	// the token already cached.
+	hold gate
+	// audience is what the requests send: a refusal concerns it only if
+	// one was sent.
+	audience string
 
 	// ctx is what requests run on: not any reader's, so that one reader
 	// giving up does not fail the others.
@@ -109,8 +120,8 @@ type flight struct {
 // errStateClosed: the config was replaced or deleted, or the mount went away.
 var errStateClosed = errors.New("the configuration changed during the read")
 
-func newTokenCache(parent context.Context) *tokenCache {
-	c := &tokenCache{}
+func newTokenCache(parent context.Context, shared *gate, audience string) *tokenCache {
+	c := &tokenCache{shared: shared, audience: audience}
 	c.ctx, c.cancel = context.WithCancel(parent)
 	return c
 }
@@ -122,12 +133,13 @@ func (c *tokenCache) current() *cachedToken {
 	return c.token
 }
 
-// install makes t the cached token and opens the gate.
+// install makes t the cached token and opens both gates.
 func (c *tokenCache) install(t *cachedToken) {
 	c.mu.Lock()
 	c.token = t
 	c.mu.Unlock()
-	c.gate.succeeded()
+	c.shared.succeeded()
+	c.hold.succeeded()
 }
 
 // answeredUnchanged makes t, Mirakl's answer with the token already cached,
@@ -136,7 +148,54 @@ func (c *tokenCache) answeredUnchanged(t *cachedToken, now time.Time) {
 	c.mu.Lock()
 	c.token = t
 	c.mu.Unlock()
-	c.gate.answeredUnchanged(now, t.remaining(now))
+	c.shared.succeeded()
+	c.hold.answeredUnchanged(now, t.remaining(now))
+}
+
+// failed tells the gate that the failure concerns: this audience's hold for
+// an OAuth error to a request that carried an audience (except
+// invalid_client, which is about the client), the mount's for everything
+// else (no answer, 5xx, 429, an invalid answer, a refused client). An outage
+// then costs Mirakl the mount's schedule however many audiences are read, and
+// a company that withdrew its consent holds back only its own requests.
+func (c *tokenCache) failed(err error, now time.Time) {
+	if concernsAudience(err, c.audience) {
+		c.hold.failed(err, now)
+		return
+	}
+	c.shared.failed(err, now)
+}
+
+// concernsAudience: err is Mirakl refusing a request that carried audience,
+// for a reason other than the client itself.
+func concernsAudience(err error, audience string) bool {
+	var upstream *UpstreamError
+	return audience != "" && errors.As(err, &upstream) && errors.Is(upstream, ErrCredentialsRefused) &&
+		upstream.OAuthCode != oauthInvalidClient
+}
+
+// lastFailure is what keeps this audience from a new token, if anything:
+// its own refusal first, else the mount's.
+func (c *tokenCache) lastFailure() error {
+	if err := c.hold.lastFailure(); err != nil {
+		return err
+	}
+	return c.shared.lastFailure()
+}
+
+// gateStatus is the hold that applies to this audience now: the later of
+// the two gates'.
+func (c *tokenCache) gateStatus(now time.Time) gateStatus {
+	shared, own := c.shared.status(), c.hold.status()
+	switch {
+	case !own.heldAt(now):
+		return shared
+	case !shared.heldAt(now):
+		return own
+	case own.reopensAt.After(shared.reopensAt):
+		return own
+	}
+	return shared
 }
 
 // sendFunc is one exchange with Mirakl on the cache's context; probe: one
@@ -155,10 +214,15 @@ func (c *tokenCache) request(now time.Time, purpose requestPurpose, send sendFun
 	if c.flight != nil {
 		return c.flight, false, nil
 	}
-	probe, err := c.gate.admit(now, purpose)
+	probe, err := c.shared.admit(now, purpose)
 	if err != nil {
 		return nil, false, err
 	}
+	ownProbe, err := c.hold.admit(now, purpose)
+	if err != nil {
+		return nil, false, err
+	}
+	probe = probe || ownProbe
 	f = &flight{done: make(chan struct{})}
 	c.flight = f
 	c.running.Add(1)

@@ -29,8 +29,10 @@ import (
 
 const (
 	// tokenStorageKey is seal-wrapped, like the config (PathsSpecial).
-	tokenStorageKey    = "token"
-	storedTokenVersion = 1
+	tokenStorageKey = "token"
+	// roleTokenStoragePrefix + a role's name keeps the role's token, likewise.
+	roleTokenStoragePrefix = "tokens/"
+	storedTokenVersion     = 1
 	// storedTokenWriteTimeout bounds a write of the token, which the readers
 	// of a newly fetched token wait for.
 	storedTokenWriteTimeout = 10 * time.Second
@@ -56,39 +58,37 @@ type storedTokenEntry struct {
 	ConfigBinding []byte `json:"config_binding"`
 }
 
-// tokenStore is what the backend knows of the stored token.
+// tokenStore is what the backend knows of the stored tokens.
 type tokenStore struct {
 	// storage is the mount's storage view from the backend's setup: token
 	// fetches outside any request (background refreshes) have no other.
 	storage logical.Storage
 
-	// mu serialises the writes of the entry, and what they decide on: only
-	// the current mount state's current token is written, so that a request
-	// that a config change overtook cannot store its token after the change.
+	// mu serialises the writes of the entries, and what they decide on:
+	// only a token source that no change retired writes, so that a request
+	// that a config or role change overtook cannot store its token after
+	// the change dropped the entry (tokenSource.stored and retired).
 	mu sync.Mutex
-	// stored is the token this process last wrote or loaded (nil: none), and
-	// storedRead the read flag it was stored with.
-	stored     *cachedToken
-	storedRead bool
 }
 
-// configBinding identifies the config a token was issued for, without
-// holding anything that reveals the secret: an HMAC-SHA256 keyed with the
-// client secret over the other fields that decide who issues tokens to whom
-// (client_id, token_url, ca_cert, audience), and a random salt per entry. Keyed with
+// configBinding identifies the config and audience a token was issued for,
+// without holding anything that reveals the secret: an HMAC-SHA256 keyed with
+// the client secret over the other fields that decide who issues tokens to
+// whom (client_id, token_url, ca_cert, the audience sent: the config's for
+// the default token, the role's for a role's), and a random salt per entry. Keyed with
 // the secret, it cannot be computed, or matched to a config, without the
 // secret; salted, two entries of the same config (another mount, cluster or
 // backup) cannot be linked. It is no more a guess-check of the secret than
 // the config entry beside it, which holds the secret itself under the same
 // barrier and seal wrap. min_ttl and request_timeout are left out: they do not
 // change which token Mirakl issues (a config write drops the token anyway).
-func configBinding(cfg *miraklConfig, salt []byte) []byte {
+func configBinding(cfg *miraklConfig, audience string, salt []byte) []byte {
 	// A JSON array keeps the fields apart, whatever they hold.
 	fields := []string{storedTokenBindingLabel, hex.EncodeToString(salt), cfg.ClientID, cfg.TokenURL, cfg.CACert}
-	if cfg.Audience != "" {
+	if audience != "" {
 		// Only when set, so that entries stored before audience existed
 		// still bind to a config without one.
-		fields = append(fields, "audience", cfg.Audience)
+		fields = append(fields, "audience", audience)
 	}
 	message, _ := json.Marshal(fields)
 	mac := hmac.New(sha256.New, []byte(cfg.ClientSecret))
@@ -112,9 +112,9 @@ func (b *backend) writesTokenStorage() bool {
 	return true
 }
 
-// tokenInstalled keeps tok, just installed in mount's cache, in storage. It
+// tokenInstalled keeps tok, just installed in src's cache, in storage. It
 // never fails: a token that cannot be stored is served from memory.
-func (b *backend) tokenInstalled(mount *mountState, tok *cachedToken) {
+func (b *backend) tokenInstalled(mount *mountState, src *tokenSource, tok *cachedToken) {
 	if b.tokens.storage == nil || !b.writesTokenStorage() {
 		return
 	}
@@ -122,25 +122,28 @@ func (b *backend) tokenInstalled(mount *mountState, tok *cachedToken) {
 	defer cancel()
 	b.tokens.mu.Lock()
 	defer b.tokens.mu.Unlock()
-	b.storeLocked(ctx, b.tokens.storage, mount, tok)
+	b.storeLocked(ctx, b.tokens.storage, mount, src, tok)
 }
 
-// storeLocked writes tok as mount's token if mount is the current state and
-// tok its current token. Callers hold tokens.mu.
-func (b *backend) storeLocked(ctx context.Context, s logical.Storage, mount *mountState, tok *cachedToken) {
-	if b.mount.Load() != mount {
-		return // a config change replaced mount: its tokens are not to be kept
+// storeLocked writes tok as src's token if no change retired src and tok is
+// its current token. Callers hold tokens.mu.
+func (b *backend) storeLocked(ctx context.Context, s logical.Storage, mount *mountState, src *tokenSource, tok *cachedToken) {
+	if src.retired.Load() || b.mount.Load() != mount || mount.sourceFor(src.role) != src {
+		// A config or role change replaced src (its tokens are not to be
+		// kept), or a write's check has not installed it yet (it stores the
+		// token once it has), or src went idle.
+		return
 	}
-	if current := mount.cache.current(); current != tok {
+	if current := src.cache.current(); current != tok {
 		return // a newer token was installed, and is stored in its turn
 	}
 	read := tok.read.Load()
 	salt := make([]byte, storedTokenSaltBytes)
 	if _, err := rand.Read(salt); err != nil {
-		b.Logger().Warn("could not keep the new token in storage: it is served from memory only", "error", err)
+		b.Logger().Warn("could not keep the new token in storage: it is served from memory only", "role", src.role, "error", err)
 		return
 	}
-	entry, err := logical.StorageEntryJSON(tokenStorageKey, &storedTokenEntry{
+	entry, err := logical.StorageEntryJSON(src.storageKey(), &storedTokenEntry{
 		Version:       storedTokenVersion,
 		AccessToken:   tok.AccessToken,
 		TokenType:     tok.TokenType,
@@ -150,7 +153,7 @@ func (b *backend) storeLocked(ctx context.Context, s logical.Storage, mount *mou
 		ExpiresAt:     tok.expiresAt.UTC(),
 		Read:          read,
 		ConfigSalt:    salt,
-		ConfigBinding: configBinding(mount.config, salt),
+		ConfigBinding: configBinding(mount.config, src.audience, salt),
 	})
 	if err == nil {
 		err = s.Put(ctx, entry)
@@ -158,27 +161,27 @@ func (b *backend) storeLocked(ctx context.Context, s logical.Storage, mount *mou
 	if err != nil {
 		// The error comes from storage, or from encoding: neither quotes the entry.
 		b.Logger().Warn("could not keep the new token in storage: it is served from memory, and a restart before the next attempt costs a new token",
-			"error", err)
+			"role", src.role, "error", err)
 		return
 	}
-	b.tokens.stored, b.tokens.storedRead = tok, read
+	src.stored, src.storedRead = tok, read
 }
 
-// restoreToken installs the stored token in mount, the state just loaded
-// from storage, if it belongs to mount's config and has life left, unless
-// the state already has a token. An entry that does not is ignored (the next
+// restoreToken installs src's stored token in src, just loaded from storage
+// with mount, if it belongs to mount's config and src's audience and has life
+// left, unless src already has a token. An entry that does not is ignored (the next
 // token replaces it), and logged without its content. A stored entry passes
 // the same checks as an answer from Mirakl, and its remaining life never
 // exceeds the lifetime it was issued with, whatever the clock of the node
 // that stored it said. It reports false when storage could not be read, so
 // that the caller tries again.
-func (b *backend) restoreToken(ctx context.Context, s logical.Storage, mount *mountState) bool {
-	if mount.cache.current() != nil {
+func (b *backend) restoreToken(ctx context.Context, s logical.Storage, mount *mountState, src *tokenSource) bool {
+	if src.cache.current() != nil {
 		return true // a newer token than any stored one
 	}
-	raw, err := s.Get(ctx, tokenStorageKey)
+	raw, err := s.Get(ctx, src.storageKey())
 	if err != nil {
-		b.Logger().Warn("could not read the stored token: the next read looks again", "error", err)
+		b.Logger().Warn("could not read the stored token: the next read looks again", "role", src.role, "error", err)
 		return false
 	}
 	if raw == nil {
@@ -201,8 +204,8 @@ func (b *backend) restoreToken(ctx context.Context, s logical.Storage, mount *mo
 		b.Logger().Warn("ignoring the stored token: the entry is unreadable (not a usable token); the next token replaces it")
 		return true
 	}
-	if !hmac.Equal(entry.ConfigBinding, configBinding(mount.config, entry.ConfigSalt)) {
-		b.Logger().Info("ignoring the stored token: it was issued for another config; the next token replaces it")
+	if !hmac.Equal(entry.ConfigBinding, configBinding(mount.config, src.audience, entry.ConfigSalt)) {
+		b.Logger().Info("ignoring the stored token: it was issued for another config or audience; the next token replaces it", "role", src.role)
 		return true
 	}
 	now := b.now()
@@ -212,49 +215,82 @@ func (b *backend) restoreToken(ctx context.Context, s logical.Storage, mount *mo
 		return true
 	}
 	tok.read.Store(entry.Read)
-	mount.cache.install(tok)
+	src.cache.install(tok)
 	b.tokens.mu.Lock()
-	b.tokens.stored, b.tokens.storedRead = tok, entry.Read
+	src.stored, src.storedRead = tok, entry.Read
 	b.tokens.mu.Unlock()
-	b.Logger().Debug("serving the stored token", "expires_at", tok.expiresAtText)
+	b.Logger().Debug("serving the stored token", "role", src.role, "expires_at", tok.expiresAtText)
 	return true
 }
 
-// dropStoredToken deletes the stored token before a config write or delete
-// changes anything, so that the token of a config being replaced (or
-// rewritten to replace the token after an incident) cannot come back after a
-// restart. A failure is the caller's to return: nothing has changed yet.
-func (b *backend) dropStoredToken(ctx context.Context, s logical.Storage) error {
+// dropStoredTokens retires the tokens of mount (the state a config write or
+// delete replaces; nil: none in memory) and deletes the stored ones, the
+// default token's and every role's, before the change stores anything, so
+// that the tokens of a config being replaced (or rewritten to replace the
+// tokens after an incident) cannot come back after a restart. A failure is
+// the caller's to return, after reinstate: nothing has changed yet.
+func (b *backend) dropStoredTokens(ctx context.Context, s logical.Storage, mount *mountState) error {
 	b.tokens.mu.Lock()
 	defer b.tokens.mu.Unlock()
-	if err := s.Delete(ctx, tokenStorageKey); err != nil {
-		return fmt.Errorf("dropping the stored token: %w", err)
+	if mount != nil {
+		mount.retire()
 	}
-	b.tokens.stored = nil
+	keys, err := s.List(ctx, roleTokenStoragePrefix)
+	if err != nil {
+		return fmt.Errorf("listing the stored role tokens: %w", err)
+	}
+	for _, key := range append([]string{tokenStorageKey}, prefixed(roleTokenStoragePrefix, keys)...) {
+		if err := s.Delete(ctx, key); err != nil {
+			return fmt.Errorf("dropping the stored tokens: %w", err)
+		}
+	}
 	return nil
 }
 
-// storeConfigToken follows a config write or delete that just installed
-// mount (nil: none): it stores the token the write verified the credentials
-// with, if any, and otherwise deletes the entry again, in case a request of
-// the replaced config stored its token in between. Failures are logged: the
-// write is done, and dropStoredToken already removed the old token.
-func (b *backend) storeConfigToken(ctx context.Context, s logical.Storage, mount *mountState) {
+// dropStoredRoleToken retires src (the source a role write or delete
+// replaces; nil: none in memory) and deletes role's stored token.
+func (b *backend) dropStoredRoleToken(ctx context.Context, s logical.Storage, role string, src *tokenSource) error {
 	b.tokens.mu.Lock()
 	defer b.tokens.mu.Unlock()
-	if mount != nil && b.writesTokenStorage() {
-		if tok := mount.cache.current(); tok != nil {
-			b.storeLocked(ctx, s, mount, tok)
-			if b.tokens.stored == tok {
-				return
-			}
+	if src != nil {
+		src.retired.Store(true)
+	}
+	if err := s.Delete(ctx, roleTokenStoragePrefix+role); err != nil {
+		return fmt.Errorf("dropping the role's stored token: %w", err)
+	}
+	return nil
+}
+
+// reinstate undoes a retire after a change that failed before it replaced
+// anything: the sources go on storing their tokens.
+func reinstate(sources ...*tokenSource) {
+	for _, src := range sources {
+		if src != nil {
+			src.retired.Store(false)
 		}
 	}
-	if err := s.Delete(ctx, tokenStorageKey); err != nil {
-		b.Logger().Warn("could not drop the stored token after the config change", "error", err)
+}
+
+func prefixed(prefix string, keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = prefix + k
+	}
+	return out
+}
+
+// storeVerifiedToken follows a config or role write that just installed
+// src: it stores the token the write verified src with, if any. A failure is
+// logged: the write is done, and the token is served from memory.
+func (b *backend) storeVerifiedToken(ctx context.Context, s logical.Storage, mount *mountState, src *tokenSource) {
+	if !b.writesTokenStorage() {
 		return
 	}
-	b.tokens.stored = nil
+	if tok := src.cache.current(); tok != nil {
+		b.tokens.mu.Lock()
+		defer b.tokens.mu.Unlock()
+		b.storeLocked(ctx, s, mount, src, tok)
+	}
 }
 
 // periodic is the backend's periodic function (about once a minute, on the
@@ -270,24 +306,28 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 			b.Logger().Warn("could not load the config", "error", err)
 		}
 	}
-	b.keepTokenStored()
+	b.keepTokensStored()
 	return b.refreshAhead(ctx, req)
 }
 
-func (b *backend) keepTokenStored() {
+// keepTokensStored stores each token whose last write failed, or that a
+// reader got since it was stored.
+func (b *backend) keepTokensStored() {
 	mount := b.loadedMount()
 	if mount == nil || b.tokens.storage == nil || !b.writesTokenStorage() {
 		return
 	}
 	now := b.now()
-	tok := mount.cache.current()
-	if tok == nil || !tok.servable(now) {
-		return
-	}
-	b.tokens.mu.Lock()
-	upToDate := b.tokens.stored == tok && (b.tokens.storedRead || !tok.read.Load())
-	b.tokens.mu.Unlock()
-	if !upToDate {
-		b.tokenInstalled(mount, tok)
-	}
+	mount.eachSource(func(src *tokenSource) {
+		tok := src.cache.current()
+		if tok == nil || !tok.servable(now) {
+			return
+		}
+		b.tokens.mu.Lock()
+		upToDate := src.stored == tok && (src.storedRead || !tok.read.Load())
+		b.tokens.mu.Unlock()
+		if !upToDate {
+			b.tokenInstalled(mount, src, tok)
+		}
+	})
 }

@@ -161,10 +161,10 @@ func TestStoredTokenAcrossNodes(t *testing.T) {
 			t.Fatalf("loading the mount: %v", err)
 		}
 		node.forgetToken()
-		if _, err := node.fetch(env.ctx, mount, nil, forReader, 0); err != nil {
+		if _, err := node.fetch(env.ctx, mount, mount.defaultToken, nil, forReader, 0); err != nil {
 			t.Fatal(err)
 		}
-		node.keepTokenStored()
+		node.keepTokensStored()
 		if stored := env.storedToken(); stored == nil || stored.AccessToken != token {
 			t.Fatalf("replication state %v: the node replaced the stored token", state)
 		}
@@ -298,8 +298,8 @@ func TestStoredTokenFollowsConfigWrites(t *testing.T) {
 		requireOK(t, resp, err)
 		// The replaced state's request gets its token now: it is not stored.
 		late := newCachedToken(&fetchedToken{AccessToken: testTokenPrefix + "late", TokenType: "Bearer", ExpiresIn: time.Hour}, env.clock.Now())
-		replaced.cache.install(late)
-		env.backend.tokenInstalled(replaced, late)
+		replaced.defaultToken.cache.install(late)
+		env.backend.tokenInstalled(replaced, replaced.defaultToken, late)
 		if stored := env.storedToken(); stored != nil {
 			t.Fatalf("the token of a replaced config was stored")
 		}
@@ -312,7 +312,7 @@ func TestConfigBinding(t *testing.T) {
 	t.Parallel()
 	base := miraklConfig{ClientID: "id", ClientSecret: "secret", TokenURL: "https://auth.example/oauth/token", RequestTimeout: time.Second, MinTTL: time.Minute}
 	salt := []byte("0123456789abcdef")
-	want := configBinding(&base, salt)
+	want := configBinding(&base, base.Audience, salt)
 	if len(want) != 32 {
 		t.Fatalf("binding of %d bytes", len(want))
 	}
@@ -326,16 +326,16 @@ func TestConfigBinding(t *testing.T) {
 	} {
 		changed := base
 		change(&changed)
-		if string(configBinding(&changed, salt)) == string(want) {
+		if string(configBinding(&changed, changed.Audience, salt)) == string(want) {
 			t.Errorf("changing %s leaves the binding unchanged", name)
 		}
 	}
 	same := base
 	same.RequestTimeout, same.MinTTL = time.Minute, time.Hour
-	if string(configBinding(&same, salt)) != string(want) {
+	if string(configBinding(&same, same.Audience, salt)) != string(want) {
 		t.Error("request_timeout or min_ttl changes the binding")
 	}
-	if string(configBinding(&base, []byte("fedcba9876543210"))) == string(want) {
+	if string(configBinding(&base, base.Audience, []byte("fedcba9876543210"))) == string(want) {
 		t.Error("the salt does not change the binding")
 	}
 }

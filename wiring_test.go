@@ -203,8 +203,8 @@ func TestConfigAsStorageHoldsIt(t *testing.T) {
 		"min_ttl":         float64(15 * time.Minute),
 		"ca_cert":         strings.TrimSpace(ca.CACertPEM()),
 	})
-	if paths := env.backend.SpecialPaths(); paths == nil || !slices.Equal(paths.SealWrapStorage, []string{"config", "token"}) {
-		t.Fatalf("SealWrapStorage %#v, want the config's and the stored token's keys", paths)
+	if paths := env.backend.SpecialPaths(); paths == nil || !slices.Equal(paths.SealWrapStorage, []string{"config", "token", "tokens/"}) {
+		t.Fatalf("SealWrapStorage %#v, want the config's and the stored tokens' keys", paths)
 	}
 
 	// A config as an earlier version stored it, read by a node that starts.
