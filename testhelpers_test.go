@@ -311,7 +311,9 @@ const waitDeadline = 10 * time.Second
 func (e *testEnv) settle() {
 	e.t.Helper()
 	if mount := e.backend.loadedMount(); mount != nil {
-		waitGroup(e.t, "the mount's requests to end", &mount.defaultToken.cache.running)
+		mount.eachSource(func(src *tokenSource) {
+			waitGroup(e.t, "the mount's requests to end", &src.cache.running)
+		})
 	}
 }
 
