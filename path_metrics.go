@@ -50,15 +50,17 @@ const pathMetricsHelpDescription = `
 Answers from the memory of the active node, without calling Mirakl, in the
 Prometheus text exposition format (text/plain; version=0.0.4), as Vault's own
 sys/metrics?format=prometheus does. Every series carries the mount's path in a
-"mount" label; none carries a secret, a token or a fingerprint.
+"mount" label, and the series of one token its role in a "role" label (none
+for mirakl/token); none carries a secret, a token or a fingerprint.
 
-  mirakl_token_requests_total{outcome}         requests to Mirakl: token, unavailable,
+  mirakl_token_requests_total{outcome,role}    requests to Mirakl: token, unavailable,
                                                refused, invalid_response, cancelled, error
   mirakl_token_request_duration_seconds        histogram of one request, retries included
-  mirakl_token_reads_total{result}             reads of the token: cached, fetched, failed
-  mirakl_token_expiry_timestamp_seconds        the cached token's expiry (none while none is cached)
+  mirakl_token_reads_total{result,role}        reads of the token: cached, fetched, failed
+  mirakl_token_expiry_timestamp_seconds{role}  the cached token's expiry (none while none is cached)
   mirakl_last_success_timestamp_seconds        the last request that brought a token
-  mirakl_credentials_refused                   1 while Mirakl refuses the credentials, else 0
+  mirakl_credentials_refused                   1 while Mirakl refuses the client, else 0
+  mirakl_audience_refused{role}                1 while Mirakl refuses the role's audience, else 0
   mirakl_build_info{version}                   always 1
 
 The counters are those of mirakl/status, since the plugin started. Prometheus

@@ -391,7 +391,8 @@ const pathTokenHelpSynopsis = `Get a Mirakl Connect Bearer token.` //nolint:gose
 
 const pathTokenHelpDescription = `
 Returns a Bearer token for the Mirakl Connect APIs, exchanged with the stored
-client credentials. One token is cached per mount and shared by every reader.
+client credentials. One token is cached per mount and shared by every reader
+(each role's token, at mirakl/token/:name, likewise).
 Its successor is fetched in the background before the token falls below
 min_ttl, so readers do not wait on Mirakl while a valid token is cached: the
 config's min_ttl shapes refresh ahead and warnings, never a wait. A reader that
