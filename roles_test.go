@@ -475,3 +475,37 @@ func TestInvalidationDropsTheRole(t *testing.T) {
 		t.Fatal("a role whose stored token changed stayed in memory")
 	}
 }
+
+// After a restart, the periodic function loads the roles whose tokens are
+// stored, so that a role read before the restart is refreshed ahead before
+// any reader comes back; a role whose stored token expired is not kept.
+func TestThePeriodicFunctionRestoresRoleTokens(t *testing.T) {
+	t.Parallel()
+	env := newRolesEnv(t)
+	env.MustWriteRole("acme", acmeAudience)
+	env.MustWriteRole("globex", globexAudience)
+	env.MustReadRoleToken("acme")
+	env.MustReadRoleToken("globex")
+	env.runPeriodic() // notes in storage that readers got them
+	env.restart()
+	sent := env.fake.Requests()
+	env.clock.Advance(50 * time.Minute) // past the refresh point
+	env.runPeriodic()
+	env.settle()
+	requireRequests(t, env, sent+2, "the periodic call after a restart")
+	mount := env.backend.loadedMount()
+	for _, role := range []string{"acme", "globex"} {
+		src := mount.sourceFor(role)
+		if src == nil || src.cache.current() == nil || src.cache.current().remaining(env.clock.Now()) < 50*time.Minute {
+			t.Fatalf("%s was not refreshed ahead after the restart", role)
+		}
+	}
+	env.restart()
+	env.clock.Advance(2 * time.Hour)
+	sent = env.fake.Requests()
+	env.runPeriodic()
+	if mount := env.backend.loadedMount(); mount.sourceFor("acme") != nil || mount.sourceFor("globex") != nil {
+		t.Fatal("roles whose stored tokens expired were kept in memory")
+	}
+	requireRequests(t, env, sent, "the periodic call with expired stored tokens")
+}

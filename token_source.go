@@ -95,6 +95,9 @@ type roles struct {
 	// loads serialises loading a role from storage, so that one load builds
 	// one source.
 	loads sync.Mutex
+	// restored: the periodic function has loaded the roles whose tokens
+	// are stored (token_store.go).
+	restored atomic.Bool
 }
 
 func (r *roles) get(name string) *tokenSource {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -294,20 +295,45 @@ func (b *backend) storeVerifiedToken(ctx context.Context, s logical.Storage, mou
 }
 
 // periodic is the backend's periodic function (about once a minute, on the
-// active node). It loads the mount state, and so the stored token, if no
-// request has since the process started (or restores the token again if
+// active node). It loads the mount state, and so the stored tokens, if no
+// request has since the process started (or restores a token again if
 // storage failed the last time): a restarted mount refreshes ahead
-// the token its readers use, before any of them reads again. It stores the
-// current token if its last write failed, or if a reader got it since it was
-// stored, so that the next process knows it is in use. Then it refreshes ahead.
+// the tokens its readers use, before any of them reads again. It stores each
+// token whose last write failed, or that a reader got since it was stored,
+// so that the next process knows it is in use. Then it refreshes ahead.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if s := req.Storage; s != nil && b.writesTokenStorage() {
-		if _, err := b.currentMount(ctx, s); err != nil {
+		mount, err := b.currentMount(ctx, s)
+		if err != nil {
 			b.Logger().Warn("could not load the config", "error", err)
+		}
+		if mount != nil && !mount.roles.restored.Load() {
+			b.restoreRoleTokens(s, mount)
 		}
 	}
 	b.keepTokensStored()
 	return b.refreshAhead(ctx, req)
+}
+
+// restoreRoleTokens loads, once per mount state, the roles whose tokens are
+// stored, with their tokens: the roles in use before a restart are refreshed
+// ahead as the default token is. Roles whose stored token has expired are
+// forgotten again by refreshAhead; the work is once per load, not per call.
+func (b *backend) restoreRoleTokens(s logical.Storage, mount *mountState) {
+	ctx, cancel := context.WithTimeout(b.alive, mountLoadTimeout)
+	defer cancel()
+	names, err := s.List(ctx, roleTokenStoragePrefix)
+	if err != nil {
+		b.Logger().Warn("could not list the stored role tokens: the next periodic call looks again", "error", err)
+		return
+	}
+	for _, name := range names {
+		if _, err := b.source(s, mount, name); err != nil && !errors.Is(err, errRoleNotFound) {
+			b.Logger().Warn("could not load a role with a stored token: the next periodic call looks again", "role", name, "error", err)
+			return
+		}
+	}
+	mount.roles.restored.Store(true)
 }
 
 // keepTokensStored stores each token whose last write failed, or that a
