@@ -119,9 +119,13 @@ func testRegisterEnableConfigureRead(t *testing.T, server vaulttest.Kind) {
 
 	t.Run("vault path-help", func(t *testing.T) {
 		for path, wants := range map[string][]string{
-			"mirakl/token":  {"Get a Mirakl Connect Bearer token.", "min_ttl", "never past the\ntoken's expiry"},
-			"mirakl/status": {"Show how the engine is doing with Mirakl", "fingerprint"},
-			"mirakl/config": {"Configure the Mirakl Connect credentials", "client_secret", "write-only", "token_url"},
+			"mirakl/token":       {"Get a Mirakl Connect Bearer token.", "min_ttl", "never past the\ntoken's expiry"},
+			"mirakl/status":      {"Show how the engine is doing with Mirakl", "fingerprint"},
+			"mirakl/config":      {"Configure the Mirakl Connect credentials", "client_secret", "write-only", "token_url"},
+			"mirakl/roles/acme":  {"Manage a role: an audience", "audience", "verify", "holds back that role's\nonly"},
+			"mirakl/roles/":      {"List the roles"},
+			"mirakl/token/acme":  {"Get a role's Mirakl Connect Bearer token", "min_ttl", "A lease remembers its role"},
+			"mirakl/status/acme": {"Show how one role's token is doing", "audience_refused"},
 		} {
 			out := cli.MustRun(t, "path-help", path)
 			for _, want := range wants {
@@ -138,7 +142,10 @@ func testRegisterEnableConfigureRead(t *testing.T, server vaulttest.Kind) {
 			t.Fatal(err)
 		}
 		paths, _ := secret.Data["paths"].(map[string]any)
-		for path, op := range map[string]string{"/mirakl/config": "post", "/mirakl/token": "get"} {
+		for path, op := range map[string]string{
+			"/mirakl/config": "post", "/mirakl/token": "get",
+			"/mirakl/roles/{name}": "post", "/mirakl/roles/": "get", "/mirakl/token/{name}": "get", "/mirakl/status/{name}": "get",
+		} {
 			item, ok := paths[path].(map[string]any)
 			if !ok {
 				t.Errorf("OpenAPI document has no %s; paths: %s", path, keys(paths))

@@ -83,7 +83,7 @@ var mutations = []mutation{
 	{"store: a replaced state's token is kept", "token_store.go",
 		"if src.retired.Load() || b.mount.Load() != mount || mount.sourceFor(src.role) != src {", "if b.mount.Load() != mount || mount.sourceFor(src.role) != src {", "a request that a config change overtook"},
 	{"store: a config change keeps the stored tokens", "token_store.go",
-		"	for _, key := range append([]string{tokenStorageKey}, prefixed(roleTokenStoragePrefix, keys)...) {", "	for _, key := range []string{tokenStorageKey} {", "a cleanup that forgets the new kind of entry"},
+		"	for _, key := range append([]string{tokenStorageKey}, prefixed(roleTokenStoragePrefix, keys)...) {", "	for _, key := range append([]string{tokenStorageKey}, prefixed(roleTokenStoragePrefix, keys)[:0]...) {", "a cleanup that forgets the new kind of entry"},
 	{"store: the binding leaves out token_url", "token_store.go",
 		"cfg.ClientID, cfg.TokenURL, cfg.CACert}", "cfg.ClientID, cfg.CACert}", "a field left out"},
 
@@ -93,7 +93,7 @@ var mutations = []mutation{
 	{"metrics: the duration left out", "metrics.go",
 		"	m.durations.Observe(ended.Sub(started).Seconds())\n", "", "a dropped statement"},
 	{"metrics: the mount label dropped", "metrics.go",
-		"			metric.Label = append(labels, mount)\n", "			metric.Label = labels\n", "a label dropped"},
+		"			metric.Label = append(labels, mount)\n", "			metric.Label = append(labels, mount)[:len(labels)]\n", "a label dropped"},
 
 	{"status: a refusal shown as unavailable", "path_status.go",
 		`			return "refused", upstream.Status`, `			return "unavailable", upstream.Status`, "a class mislabelled"},
