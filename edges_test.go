@@ -116,6 +116,9 @@ func TestNoReaderWaitsWhileAValidTokenIsCached(t *testing.T) {
 					t.Fatalf("read %d: new token %v, warnings %v", i, r.resp.Data["access_token"] != first, r.resp.Warnings)
 				}
 			}
+			// The refresh runs in the background: it may reach the fake after
+			// the reads returned.
+			waitFor(t, "the background refresh", func() bool { return env.fake.Requests() >= 2 })
 			if got := env.fake.Requests(); got != 2 {
 				t.Fatalf("%d requests, want the one refresh", got-1)
 			}
