@@ -226,7 +226,13 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	b.configWrites.Lock()
 	defer b.configWrites.Unlock()
 	name := d.Get(fieldName).(string)
-	err := b.replaceRole(ctx, req.Storage, b.loadedMount(), name, nil, func() error {
+	// The mount as loaded now, not only if loaded: a read may be loading the
+	// role at this moment, and replaceRole must wait for it.
+	mount, err := b.currentMount(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	err = b.replaceRole(ctx, req.Storage, mount, name, nil, func() error {
 		if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
 			return fmt.Errorf("deleting role: %w", err)
 		}
