@@ -1,6 +1,7 @@
 package mirakl
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -508,4 +509,32 @@ func TestThePeriodicFunctionRestoresRoleTokens(t *testing.T) {
 		t.Fatal("roles whose stored tokens expired were kept in memory")
 	}
 	requireRequests(t, env, sent, "the periodic call with expired stored tokens")
+}
+
+// mirakl/status stays bounded with many roles: at most maxStatusRoles, those
+// whose requests are held first; the rest are counted.
+func TestStatusListsABoundedNumberOfRoles(t *testing.T) {
+	t.Parallel()
+	env := newRolesEnv(t)
+	env.MustWriteRole("zz-refused", globexAudience)
+	for i := range maxStatusRoles + 4 {
+		name := fmt.Sprintf("company-%03d", i)
+		env.MustWriteRole(name, acmeAudience)
+		env.MustReadRoleToken(name)
+	}
+	env.fake.RefuseAudience(globexAudience, "invalid_grant")
+	resp, err := env.ReadRoleToken("zz-refused", nil)
+	requireStatus(t, resp, err, http.StatusBadGateway, "invalid_grant")
+
+	status := env.ReadStatus()
+	roles := status["roles"].(map[string]any)
+	if len(roles) != maxStatusRoles || status["roles_active"] != maxStatusRoles+5 || status["roles_omitted"] != 5 {
+		t.Fatalf("status lists %d roles, active %v, omitted %v", len(roles), status["roles_active"], status["roles_omitted"])
+	}
+	if _, ok := roles["zz-refused"]; !ok {
+		t.Fatal("the held role, last by name, was left out")
+	}
+	if _, ok := roles["company-103"]; ok {
+		t.Fatal("the list is not cut by name after the held roles")
+	}
 }
