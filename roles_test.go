@@ -422,6 +422,7 @@ func TestAReadNeverGetsATokenOfTheRolesOldAudience(t *testing.T) {
 		done <- readResult{resp, err}
 	}()
 	waitFor(t, "the read's request", func() bool { return env.fake.Requests() == 1 })
+	old := env.backend.loadedMount().sourceFor("acme")
 	writeDone := make(chan error, 1)
 	go func() {
 		resp, err := env.WriteRole("acme", map[string]any{"audience": globexAudience, "verify": false})
@@ -434,6 +435,7 @@ func TestAReadNeverGetsATokenOfTheRolesOldAudience(t *testing.T) {
 	if err := receive(t, "the role write", writeDone); err != nil {
 		t.Fatal(err)
 	}
+	waitGroup(t, "the old audience's request to end", &old.cache.running)
 	release()
 	got := receive(t, "the read", done)
 	requireOK(t, got.resp, got.err)

@@ -154,7 +154,7 @@ var mutations = []mutation{
 	{"roles: idle roles are never forgotten", "path_token.go",
 		"		mount.forgetIdleRoles(now)\n", "", "memory that grows with every role ever read"},
 	{"roles: a read of no role makes a series", "metrics.go",
-		"	case role != defaultRole:\n		return\n", "", "labels from a caller's input"},
+		"	case role != defaultRole:\n		return\n", "	case role != defaultRole:\n		rm = m.forRole(role)\n", "labels from a caller's input"},
 	{"roles: invalidation misses the roles", "backend.go",
 		"	case strings.HasPrefix(key, roleStoragePrefix) || strings.HasPrefix(key, roleTokenStoragePrefix):", "	case strings.HasPrefix(key, roleTokenStoragePrefix):", "wiring: Vault's InvalidateKey"},
 	{"roles: a role source outlives its role", "path_roles.go",
