@@ -30,6 +30,17 @@ const (
 	inRequestRetries = 4
 )
 
+// The engine's refresh point (path_token.go's refreshPoint): a token's
+// successor is fetched in the background once the token has less than
+// min(min_ttl + refreshAheadMargin, lifetime/2) left. Invariant 4 uses it to
+// tell a request for a successor that was due from one that was not.
+const refreshAheadMargin = 2 * time.Minute
+
+// afterFailover is how long after a fault that replaced the active node's
+// plugin process its successor's first refresh ahead may come (its first read
+// or periodic run, once it has restored the token).
+const afterFailover = 30 * time.Second
+
 // Flatness of the plugin processes (invariant 5), between a process's first
 // sample after warm-up (shorter in a short soak) and its last, when they lie
 // at least minSpan apart: the active node's plugin, the one that serves the
@@ -78,8 +89,10 @@ func (s *soak) report() {
 	}
 	s.figures(&b, reads)
 
+	s.severalActiveFigures(&b, faults)
+
 	verdicts := []verdict{s.checkLeases(reads), s.checkIssuer(reads), s.checkAvailability(reads, faults),
-		s.checkBudget(faults), s.checkFlat()}
+		s.checkBudget(reads, faults), s.checkFlat()}
 	failed := false
 	for _, v := range verdicts {
 		state := "PASS"
@@ -110,6 +123,67 @@ func (s *soak) report() {
 	if failed {
 		t.Errorf("%s: soak seed %d broke a promise (see the report above); replay with make soak SOAK_SEED=%d SOAK_DURATION=%s",
 			s.kind, s.settings.seed, s.settings.seed, s.settings.duration)
+	}
+}
+
+// addSeveralActive puts in the fault log each time, during the soak, in
+// which several nodes reported themselves active (the cluster's record), so
+// that the invariants see them: invariant 3 counts the failed reads through
+// the nodes that had lost the lead apart, invariant 4 takes the new active
+// node's plugin as a new process.
+func (s *soak) addSeveralActive() {
+	for _, e := range s.cluster.SeveralActiveEpisodes() {
+		end := e.End
+		if end.IsZero() || end.After(s.end) {
+			end = s.end
+		}
+		if end.Before(s.start) {
+			continue // while the cluster started
+		}
+		f := &fault{kind: severalActive, target: strings.Join(e.Nodes, ", "), start: e.Start, end: end}
+		stale := e.Stale()
+		for i, n := range s.cluster.Nodes {
+			if slices.Contains(stale, n.Opts.Name) {
+				f.stale = append(f.stale, i)
+			}
+		}
+		f.detail = e.Newest + " became active last; " + strings.Join(stale, ", ") + " had not stepped down yet"
+		if e.Newest == "" {
+			f.detail = "no look could tell which became active last"
+		}
+		if e.End.IsZero() {
+			f.detail += "; still so at the end"
+		}
+		s.log.add(f)
+	}
+}
+
+// severalActiveFigures prints the times in which several nodes reported
+// themselves active (listed among the faults too) and the faults skipped for
+// want of one active node: Vault's, counted apart from the engine's.
+func (s *soak) severalActiveFigures(b *strings.Builder, faults []fault) {
+	var n int
+	var total, longest time.Duration
+	for _, f := range faults {
+		if f.kind == severalActive {
+			n++
+			d := f.end.Sub(f.start)
+			total += d
+			longest = max(longest, d)
+		}
+	}
+	skipped := s.log.allSkipped()
+	if n == 0 && len(skipped) == 0 {
+		fmt.Fprintf(b, "several nodes active: never seen\n")
+		return
+	}
+	fmt.Fprintf(b, "several nodes active: %d times, %s in all, the longest %s (a node that lost the lead and had not stepped down yet; Vault's, not the engine's)\n",
+		n, total.Round(100*time.Millisecond), longest.Round(100*time.Millisecond))
+	if len(skipped) > 0 {
+		fmt.Fprintf(b, "faults skipped (%d):\n", len(skipped))
+		for _, f := range skipped {
+			fmt.Fprintf(b, "  %s %-15s %s\n", s.at(f.at), f.kind, f.why)
+		}
 	}
 }
 
@@ -297,6 +371,10 @@ func (s *soak) checkAvailability(reads []read, faults []fault) verdict {
 			apart[classLease]++
 			continue
 		}
+		if throughStaleNode(faults, r) {
+			apart[classStaleNode]++
+			continue
+		}
 		switch r.class {
 		case classNodeDown, classSealed, classElection, classPlugin:
 			if explainedByClusterFault(faults, r) {
@@ -332,6 +410,24 @@ func (s *soak) checkAvailability(reads []read, faults []fault) verdict {
 		v.notes = append(v.notes, "Vault's own errors during cluster faults, counted apart: "+strings.Join(parts, ", "))
 	}
 	return v
+}
+
+// classStaleNode: a read that failed through a node that still reported
+// itself active after another node had taken over. Vault holds such a node's
+// requests while it drains the ones in flight (up to 90s) and then cancels
+// them: whatever the read got, the node was not the cluster's active one.
+const classStaleNode errorClass = "through a node that had lost the lead"
+
+// throughStaleNode: the read went through a node that still reported itself
+// active while another was (a severalActive time, and electionGrace after).
+func throughStaleNode(faults []fault, r read) bool {
+	for _, f := range faults {
+		if f.kind == severalActive && slices.Contains(f.stale, r.node) &&
+			r.end.After(f.start) && r.start.Before(f.end.Add(electionGrace)) {
+			return true
+		}
+	}
+	return false
 }
 
 // classLease: Vault's 500 "internal error" when its log shows, at the time,
@@ -400,8 +496,10 @@ func gateAttempts(d time.Duration, kind faultKind, retryAfter time.Duration) int
 // gate's schedule, one HTTP request per attempt, started afresh by each
 // fault that gives the active node a new plugin process (its gate lives in
 // memory), plus one per config write. Restarts, kills, reloads and
-// failovers get nothing: the token is restored from storage.
-func (s *soak) checkBudget(faults []fault) verdict {
+// failovers get nothing (the token is restored from storage), with one
+// exception, at most one request per such fault: a second request for a
+// successor that was already due (dueSuccessors).
+func (s *soak) checkBudget(reads []read, faults []fault) verdict {
 	v := verdict{n: 4, name: "requests to Mirakl within budget"}
 	var resets []time.Time
 	for _, f := range faults {
@@ -412,6 +510,7 @@ func (s *soak) checkBudget(faults []fault) verdict {
 	var total, healthyReqs int
 	var healthy time.Duration
 	worst, worstRatio := "", 0.0
+	var allowed []string
 	for mi, m := range s.mounts {
 		var seen []fakemirakl.Request
 		for _, r := range m.fake.Seen() {
@@ -419,7 +518,19 @@ func (s *soak) checkBudget(faults []fault) verdict {
 				seen = append(seen, r)
 			}
 		}
+		slices.SortStableFunc(seen, func(a, b fakemirakl.Request) int { return a.Arrived.Compare(b.Arrived) })
 		total += len(seen)
+		issued := map[string]fakemirakl.IssuedToken{}
+		for _, tok := range m.fake.Tokens() {
+			issued[tok.Token] = tok
+		}
+		var served []read
+		for _, r := range reads {
+			if r.mount == mi && !r.failed() {
+				served = append(served, r)
+			}
+		}
+		due := dueSuccessors(seen, served, issued, faults)
 		count := func(from, to time.Time) int {
 			n := 0
 			for _, r := range seen {
@@ -429,12 +540,30 @@ func (s *soak) checkBudget(faults []fault) verdict {
 			}
 			return n
 		}
+		// dueIn counts the allowed requests of a healthy interval, and
+		// notes them (an outage window's budget has no such allowance: the
+		// fault already restarted the gate's schedule).
+		dueIn := func(from, to time.Time) int {
+			n := 0
+			for _, i := range slices.Sorted(maps.Keys(due)) {
+				if at := seen[i].Arrived; !at.Before(from) && at.Before(to) {
+					n++
+					f := due[i]
+					allowed = append(allowed, fmt.Sprintf("%s %s (%s %s at %s)", m.path, s.at(at), f.kind, f.target, s.at(f.start)))
+				}
+			}
+			return n
+		}
 		// arrivals lists the requests of an interval, for the evidence.
 		arrivals := func(from, to time.Time) string {
 			var parts []string
-			for _, r := range seen {
+			for i, r := range seen {
 				if !r.Arrived.Before(from) && r.Arrived.Before(to) {
-					parts = append(parts, fmt.Sprintf("%s %s %d", s.at(r.Arrived), r.Outcome, r.Status))
+					part := fmt.Sprintf("%s %s %d", s.at(r.Arrived), r.Outcome, r.Status)
+					if _, ok := due[i]; ok {
+						part += " (successor due)"
+					}
+					parts = append(parts, part)
 				}
 			}
 			return strings.Join(parts, ", ")
@@ -462,12 +591,13 @@ func (s *soak) checkBudget(faults []fault) verdict {
 			}
 			d := to.Sub(from)
 			n := count(from, to)
-			budget := int(2*d/tokenLife) + 1 + writes(from, to)
+			extra := dueIn(from, to)
+			budget := int(2*d/tokenLife) + 1 + writes(from, to) + extra
 			healthy += d
 			healthyReqs += n
 			if n > budget {
-				v.violations = append(v.violations, violation{from, fmt.Sprintf("%s: %d requests while Mirakl answered for %s (until %s), budget %d (2 per %s lifetime + 1, + config writes): %s",
-					m.path, n, d.Round(time.Second), s.at(to), budget, tokenLife, arrivals(from, to))})
+				v.violations = append(v.violations, violation{from, fmt.Sprintf("%s: %d requests while Mirakl answered for %s (until %s), budget %d (2 per %s lifetime + 1, + config writes, + %d successors due at a failover): %s",
+					m.path, n, d.Round(time.Second), s.at(to), budget, tokenLife, extra, arrivals(from, to))})
 			}
 		}
 		for _, w := range windows {
@@ -504,10 +634,99 @@ func (s *soak) checkBudget(faults []fault) verdict {
 		v.notes = append(v.notes, fmt.Sprintf("while Mirakl answered: %d requests in %s summed over mounts, %.2f per token lifetime per mount",
 			healthyReqs, healthy.Round(time.Second), float64(healthyReqs)/(float64(healthy)/float64(tokenLife))))
 	}
+	if len(allowed) > 0 {
+		v.notes = append(v.notes, fmt.Sprintf("allowed while Mirakl answered, as the second request for a successor already due around a failover (one per failover): %d: %s",
+			len(allowed), strings.Join(allowed, "; ")))
+	}
 	if worst != "" {
 		v.notes = append(v.notes, "worst outage window: "+worst)
 	}
 	return v
+}
+
+// dueSuccessors are the requests of one mount's Mirakl (seen, by index, with
+// the fault that explains each) that invariant 4 allows on top of a healthy interval's
+// budget: at most one per fault that gave the active node a new plugin
+// process (resetsGate), the second of two requests that arrived around it
+// while the token the mount's readers were being served had already passed
+// its refresh point, the same token both times: the first before the fault
+// ended (from request_timeout before it), the second after it began (until
+// afterFailover after it). Such a pair is the old process's
+// refresh ahead, under way or cancelled at its teardown (its token never
+// reached storage), and the new process's refresh ahead of the token it
+// restored: one succession asked for twice, not a token fetched for nothing.
+//
+// The rule stays narrow on purpose: a new process that fetches a token while
+// the restored one is not due (the restore failed, or was skipped) still
+// breaks the budget, as do two requests both after the fault (the new
+// process asking twice), a pair with no such fault around it, and a third
+// request.
+func dueSuccessors(seen []fakemirakl.Request, served []read, issued map[string]fakemirakl.IssuedToken, faults []fault) map[int]fault {
+	// The engine's token at a time, seen from outside: the one of the
+	// mount's successful read (served) that ended last before it.
+	served = slices.Clone(served)
+	slices.SortStableFunc(served, func(a, b read) int { return a.end.Compare(b.end) })
+	// The least min_ttl of the soak gives the latest refresh point: the
+	// fewest requests count as due.
+	minTTL := strictestMinTTL()
+	dueAt := func(at time.Time) (string, bool) {
+		i := sort.Search(len(served), func(i int) bool { return !served[i].end.Before(at) })
+		if i == 0 {
+			return "", false
+		}
+		tok, ok := issued[served[i-1].token]
+		if !ok {
+			return "", false // invariant 2's
+		}
+		point := min(minTTL+refreshAheadMargin, tok.ExpiresAt.Sub(tok.IssuedAt)/2)
+		return tok.Token, tok.ExpiresAt.Sub(at) < point
+	}
+	out := map[int]fault{}
+	for _, f := range faults {
+		if !f.kind.resetsGate() {
+			continue
+		}
+		from, to := f.start.Add(-requestTimeout), f.end.Add(afterFailover)
+		// first: served tokens whose successor a request that the old
+		// process could have sent (before the fault ended) asked for.
+		first := map[string]bool{}
+		for i, r := range seen {
+			if _, taken := out[i]; taken || r.Arrived.Before(from) || !r.Arrived.Before(to) {
+				continue
+			}
+			tok, due := dueAt(r.Arrived)
+			if !due {
+				continue
+			}
+			// The second: one a new process could have sent (after the
+			// fault began).
+			if first[tok] && r.Arrived.After(f.start) {
+				out[i] = f
+				break
+			}
+			if r.Arrived.Before(f.end) {
+				first[tok] = true
+			}
+		}
+	}
+	return out
+}
+
+// strictestMinTTL is the least min_ttl any config of the soak has (the
+// mounts' first, and those a config rewrite picks from).
+func strictestMinTTL() time.Duration {
+	least, err := time.ParseDuration(initialMinTTL)
+	if err != nil {
+		panic(err)
+	}
+	for _, v := range rewriteMinTTLs {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			panic(err)
+		}
+		least = min(least, d)
+	}
+	return least
 }
 
 // Invariant 5: the plugin processes' memory, threads and open descriptors

@@ -47,6 +47,8 @@ const (
 	// sampleInterval is how often the plugin processes are sampled.
 	sampleInterval = 5 * time.Second
 	nodes          = 3
+	// initialMinTTL is the mounts' min_ttl until a config rewrite changes it.
+	initialMinTTL = "30s"
 )
 
 // seedMix makes the second half of the generator's state from the seed.
@@ -210,7 +212,7 @@ func runSoak(t *testing.T, kind vaulttest.Kind, set settings) {
 			fake:         fakemirakl.New("soak-client-"+account, "soak-secret-"+account+"-"+strconv.FormatUint(set.seed, 36), fakemirakl.WithExpiresIn(int(tokenLife.Seconds())), fakemirakl.WithTokenPrefix("soak-"+name+"-"))}
 		t.Cleanup(m.fake.Close)
 		leader.EnablePlugin(t, name)
-		leader.CLI().MustRun(t, m.configArgs("30s")...)
+		leader.CLI().MustRun(t, m.configArgs(initialMinTTL)...)
 		s.mounts = append(s.mounts, m)
 	}
 	t.Logf("%s: 3-node raft cluster up, plugin mounted at %v and configured, in %s; %s active",
@@ -238,6 +240,7 @@ func runSoak(t *testing.T, kind vaulttest.Kind, set settings) {
 	s.sampler.stop()
 	watch.stop()
 	t.Logf("%s: soak of %s done; %d faults played", kind, s.end.Sub(s.start).Round(time.Second), len(s.log.all()))
+	s.addSeveralActive()
 	s.report()
 }
 
