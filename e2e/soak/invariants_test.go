@@ -495,7 +495,8 @@ func gateAttempts(d time.Duration, kind faultKind, retryAfter time.Duration) int
 // (and request_timeout after it, for requests still on their way): the
 // gate's schedule, one HTTP request per attempt, started afresh by each
 // fault that gives the active node a new plugin process (its gate lives in
-// memory), plus one per config write. Restarts, kills, reloads and
+// memory), plus one per config write (with its in-request retries, if it
+// met the outage first). Restarts, kills, reloads and
 // failovers get nothing (the token is restored from storage), with one
 // exception, at most one request per such fault: a second request for a
 // successor that was already due (dueSuccessors).
@@ -616,7 +617,12 @@ func (s *soak) checkBudget(reads []read, faults []fault) verdict {
 					segStart = r
 				}
 			}
-			budget += gateAttempts(end.Sub(segStart), w.kind, w.retryAfter) + writes(start, end)
+			// A config write's check is one attempt; when it meets the
+			// outage before any request has failed (the gate it inherits is
+			// still open, as when the old config's refresh is in flight), it
+			// retries within its request as a first attempt does (seed
+			// 846441952: a verified write at t+45 s of a 503 window).
+			budget += gateAttempts(end.Sub(segStart), w.kind, w.retryAfter) + writes(start, end)*(1+inRequestRetries)
 			n := count(start, end)
 			if ratio := float64(n) / float64(budget); ratio > worstRatio || worst == "" {
 				worst, worstRatio = fmt.Sprintf("%s %s at %s for %s: %d requests, budget %d", m.path, w.kind, s.at(w.start), w.end.Sub(w.start).Round(100*time.Millisecond), n, budget), ratio

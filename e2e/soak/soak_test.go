@@ -78,6 +78,10 @@ var namedSeeds = map[string]struct {
 	// - invariant 4: the same in-request retries in a 12s 503 outage right
 	//   after a plugin reload (t+130s), in three minutes.
 	"outage-retried-short": {seed: 2, duration: 3 * time.Minute},
+	// Found by the soak itself: a verified config write during a 503 window
+	// met the outage before any request had failed, and retried within its
+	// request (t+45s): the soak's budget counted the check as one request.
+	"verify-in-outage": {seed: 846441952, duration: 3 * time.Minute},
 }
 
 // settings are what the environment asks of this soak.
