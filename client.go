@@ -596,11 +596,23 @@ func isTransientStatus(status int) bool {
 	return false
 }
 
+type retryStopKey struct{}
+
+// withRetryStop gives a request a condition under which it stops retrying
+// within itself: another request of the mount has already failed, so the
+// gate knows of the outage and spaces the attempts (path_token.go).
+func withRetryStop(ctx context.Context, stop func() bool) context.Context {
+	return context.WithValue(ctx, retryStopKey{}, stop)
+}
+
 // checkRetry retries transport failures and 429/5xx, never a refusal, and gives
 // up at once when Retry-After points past the request's deadline.
 func (c *tokenClient) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
+	}
+	if stop, ok := ctx.Value(retryStopKey{}).(func() bool); ok && stop() {
+		return false, nil // the last answer is the request's
 	}
 	if err != nil {
 		// A TLS handshake refused by either side (a certificate we do not

@@ -68,6 +68,14 @@ type gate struct {
 	// token already cached; asking again for a token nobody needs yet waits
 	// until then.
 	unchangedUntil time.Time
+	// probing: once a request has failed, one attempt at a time goes out,
+	// whichever token it is for; the others wait for its outcome rather than
+	// each sending their own when the hold ends (roles share the gate).
+	probing bool
+	// counted is how many failures the gate has counted since it was made:
+	// a request notes it when it starts, to tell the failures that came
+	// while it was in flight.
+	counted uint64
 }
 
 // GateClosedError is a request the gate did not let go to Mirakl. It unwraps
@@ -76,9 +84,15 @@ type GateClosedError struct {
 	Last      error
 	LastAt    time.Time
 	ReopensAt time.Time
+	// Probing: the next attempt is under way, for this token or another of
+	// the mount's.
+	Probing bool
 }
 
 func (e *GateClosedError) Error() string {
+	if e.Probing {
+		return fmt.Sprintf("%v (last attempt at %s; the next is under way)", e.Last, formatTime(e.LastAt))
+	}
 	return fmt.Sprintf("%v (last attempt at %s; the next not before %s)", e.Last, formatTime(e.LastAt), formatTime(e.ReopensAt))
 }
 
@@ -92,27 +106,58 @@ var errNothingNew = errors.New("Mirakl answered the last request with the token 
 // if so whether as a probe: once a request has failed, each admitted attempt
 // is one HTTP request, without the in-request retries meant for blips, so
 // that an outage costs Mirakl the gate's schedule and not a multiple of it.
-func (g *gate) admit(now time.Time, purpose requestPurpose) (probe bool, err error) {
+// One probe at a time: took says the request is the gate's probe, which the
+// caller ends with probeEnded whatever its outcome. A config check is never
+// the probe and never waits for one.
+func (g *gate) admit(now time.Time, purpose requestPurpose) (probe, took bool, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	probe = g.failure != nil
 	switch {
 	case (purpose == forBackground || purpose == forFresher) && !passed(now, g.unchangedUntil):
-		return false, errNothingNew
+		return false, false, errNothingNew
 	case g.failure == nil:
-		return false, nil
+		return false, false, nil
 	case purpose == forConfigCheck:
 		if !passed(now, g.retryAfterUntil) {
-			return false, g.closedLocked(g.retryAfterUntil)
+			return false, false, g.closedLocked(g.retryAfterUntil)
 		}
-		return probe, nil
+		return probe, false, nil
 	case !passed(now, g.reopensAt):
-		return false, g.closedLocked(g.reopensAt)
+		return false, false, g.closedLocked(g.reopensAt)
+	case g.probing:
+		err := g.closedLocked(g.reopensAt)
+		err.Probing = true
+		return false, false, err
 	}
-	return probe, nil
+	g.probing = true
+	return probe, true, nil
 }
 
-func (g *gate) closedLocked(reopensAt time.Time) error {
+// probeEnded: the probe admit let out has ended, however.
+func (g *gate) probeEnded() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.probing = false
+}
+
+// generation is what a request notes when it starts (failed, failedSince).
+func (g *gate) generation() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.counted
+}
+
+// failedSince: another request has failed since a request noted gen, and
+// none has succeeded since: that request stops retrying within itself, since
+// the gate has its answer for this outage.
+func (g *gate) failedSince(gen uint64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.failure != nil && g.counted > gen
+}
+
+func (g *gate) closedLocked(reopensAt time.Time) *GateClosedError {
 	return &GateClosedError{Last: g.failure, LastAt: g.failedAt, ReopensAt: reopensAt}
 }
 
@@ -143,12 +188,18 @@ func (g *gate) answeredUnchanged(now time.Time, left time.Duration) {
 	g.unchangedUntil = now.Add(max(left/2, gateFirstWait))
 }
 
-// failed closes the gate after a failed request: for a jittered, growing
-// backoff (a longer one after a refusal), and at least Mirakl's Retry-After
-// (capped).
-func (g *gate) failed(err error, now time.Time) {
+// failed closes the gate after a request that noted gen when it started
+// failed at now: for a jittered, growing backoff (a longer one after a
+// refusal), and at least Mirakl's Retry-After (capped). Requests that were in
+// flight together when the first of them failed (several roles at an
+// outage's onset) are one attempt: only the first counts towards the backoff.
+func (g *gate) failed(err error, gen uint64, now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.failure != nil && g.counted > gen {
+		return
+	}
+	g.counted++
 	refusals := g.refusals
 	g.failure, g.failedAt = err, now
 	g.failures++

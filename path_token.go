@@ -338,13 +338,16 @@ func (b *backend) sender(mount *mountState, src *tokenSource, seen *cachedToken)
 		if current := cache.current(); current != nil && current != seen && current.remaining(now) > current.lifetime()/2 {
 			return current, nil
 		}
-		started := now
+		started, gen := now, cache.generation()
+		// Another token's request failing meanwhile ends this one's
+		// in-request retries: the gate has its answer (client.go).
+		ctx = withRetryStop(ctx, func() bool { return cache.failedSince(gen) })
 		fetched, err := mount.client.fetch(ctx, probe, src.audience)
 		now = b.now()
 		b.metrics.requestDone(src.metrics, started, now, err)
 		if err != nil {
 			if !errors.Is(err, errRequestCancelled) {
-				cache.failed(err, now)
+				cache.failed(err, gen, now)
 				b.Logger().Warn("token request to Mirakl failed", "role", src.role, "error", err)
 			}
 			return nil, err

@@ -540,3 +540,75 @@ func TestStatusListsABoundedNumberOfRoles(t *testing.T) {
 		t.Fatal("the list is not cut by name after the held roles")
 	}
 }
+
+// The mount's gate lets one attempt out at a time, whichever role it is for:
+// at an outage's onset, the requests of other roles already in flight stop
+// retrying once one has failed, and count as one failure; when the hold
+// ends, one role's probe goes out and the others wait for its outcome rather
+// than each sending their own.
+func TestRolesShareOneAttemptAtATime(t *testing.T) {
+	t.Parallel()
+	hangThen503 := func(hold <-chan struct{}) fakemirakl.Fault {
+		f := fakemirakl.HTMLError(http.StatusServiceUnavailable)
+		f.Hold = hold
+		return f
+	}
+	t.Run("at an outage's onset", func(t *testing.T) {
+		t.Parallel()
+		env := newRolesEnv(t)
+		env.MustWriteRole("acme", acmeAudience)
+		env.MustWriteRole("globex", globexAudience)
+		hold, release := releaser(t)
+		env.fake.Enqueue(hangThen503(hold))
+		globex := make(chan readResult, 1)
+		go func() {
+			resp, err := env.ReadRoleToken("globex", nil)
+			globex <- readResult{resp, err}
+		}()
+		waitFor(t, "globex's request", func() bool { return env.fake.Requests() == 1 })
+		env.miraklDown()
+		resp, err := env.ReadRoleToken("acme", nil)
+		requireStatus(t, resp, err, http.StatusBadGateway, "unavailable")
+		requireRequests(t, env, 1+1+defaultRetryPolicy.MaxRetries, "acme's first attempt of the outage, with its retries")
+		release()
+		r := receive(t, "globex's read", globex)
+		requireStatus(t, r.resp, r.err, http.StatusBadGateway, "unavailable")
+		env.settle()
+		requireRequests(t, env, 1+1+defaultRetryPolicy.MaxRetries, "globex's request, which stopped retrying")
+		// One failure in the gate's count: the hold is the first one's.
+		env.clock.Advance(gateFirstWait)
+		resp, err = env.ReadRoleToken("acme", nil)
+		requireStatus(t, resp, err, http.StatusBadGateway, "unavailable")
+		requireRequests(t, env, 1+1+defaultRetryPolicy.MaxRetries+1, "the probe after the first hold")
+	})
+	t.Run("when the hold ends", func(t *testing.T) {
+		t.Parallel()
+		env := newRolesEnv(t)
+		env.MustWriteRole("acme", acmeAudience)
+		env.MustWriteRole("globex", globexAudience)
+		env.miraklDown()
+		resp, err := env.ReadRoleToken("acme", nil)
+		requireStatus(t, resp, err, http.StatusBadGateway, "unavailable")
+		sent := env.fake.Requests()
+		env.clock.Advance(gateLastWait)
+		hold, release := releaser(t)
+		env.fake.Enqueue(hangThen503(hold))
+		acme := make(chan readResult, 1)
+		go func() {
+			resp, err := env.ReadRoleToken("acme", nil)
+			acme <- readResult{resp, err}
+		}()
+		waitFor(t, "acme's probe", func() bool { return env.fake.Requests() == sent+1 })
+		resp, err = env.ReadRoleToken("globex", nil)
+		requireStatus(t, resp, err, http.StatusBadGateway, "the next is under way")
+		resp, err = env.ReadToken(nil)
+		requireStatus(t, resp, err, http.StatusBadGateway, "the next is under way")
+		release()
+		r := receive(t, "acme's read", acme)
+		requireStatus(t, r.resp, r.err, http.StatusBadGateway, "unavailable")
+		requireRequests(t, env, sent+1, "one probe for the mount")
+		// The probe ended: the next attempt waits for the hold it set.
+		resp, err = env.ReadRoleToken("globex", nil)
+		requireStatus(t, resp, err, http.StatusBadGateway, "the next not before")
+	})
+}

@@ -158,13 +158,22 @@ func (c *tokenCache) answeredUnchanged(t *cachedToken, now time.Time) {
 // else (no answer, 5xx, 429, an invalid answer, a refused client). An outage
 // then costs Mirakl the mount's schedule however many audiences are read, and
 // a company that withdrew its consent holds back only its own requests.
-func (c *tokenCache) failed(err error, now time.Time) {
+// gen is what a request notes of both gates when it starts.
+type gen struct{ shared, own uint64 }
+
+func (c *tokenCache) generation() gen { return gen{c.shared.generation(), c.hold.generation()} }
+
+func (c *tokenCache) failed(err error, started gen, now time.Time) {
 	if concernsAudience(err, c.audience) {
-		c.hold.failed(err, now)
+		c.hold.failed(err, started.own, now)
 		return
 	}
-	c.shared.failed(err, now)
+	c.shared.failed(err, started.shared, now)
 }
+
+// failedSince: another request has failed at the mount's gate since started
+// (the client's in-request retries stop then).
+func (c *tokenCache) failedSince(started gen) bool { return c.shared.failedSince(started.shared) }
 
 // concernsAudience: err is Mirakl refusing a request that carried audience,
 // for a reason other than the client itself.
@@ -214,12 +223,15 @@ func (c *tokenCache) request(now time.Time, purpose requestPurpose, send sendFun
 	if c.flight != nil {
 		return c.flight, false, nil
 	}
-	probe, err := c.shared.admit(now, purpose)
+	probe, tookShared, err := c.shared.admit(now, purpose)
 	if err != nil {
 		return nil, false, err
 	}
-	ownProbe, err := c.hold.admit(now, purpose)
+	ownProbe, tookOwn, err := c.hold.admit(now, purpose)
 	if err != nil {
+		if tookShared {
+			c.shared.probeEnded()
+		}
 		return nil, false, err
 	}
 	probe = probe || ownProbe
@@ -229,6 +241,12 @@ func (c *tokenCache) request(now time.Time, purpose requestPurpose, send sendFun
 	go func() {
 		defer c.running.Done()
 		f.token, f.err = send(c.ctx, probe)
+		if tookShared {
+			c.shared.probeEnded()
+		}
+		if tookOwn {
+			c.hold.probeEnded()
+		}
 		c.mu.Lock()
 		c.flight = nil
 		c.mu.Unlock()
