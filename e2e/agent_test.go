@@ -36,7 +36,19 @@ func testAgentRendersFreshTokens(t *testing.T, server vaulttest.Kind) {
 	))
 	agent := vaulttest.StartAgent(t, e.bins, config)
 	e.extraLog = append(e.extraLog, agent.LogPath)
+	for _, token := range rendersFreshTokens(t, acme, rendered, expiresIn) {
+		issuedBy(t, acme, token)
+	}
+	if agent.Exited() {
+		t.Errorf("the agent exited: %v", agent.ExitError())
+	}
+}
 
+// rendersFreshTokens waits for an Agent to render a token of a's fake
+// (living expiresIn) into rendered, then for a second one, and fails the
+// test unless the second landed before the first expired. It returns both.
+func rendersFreshTokens(t *testing.T, a *account, rendered string, expiresIn time.Duration) []string {
+	t.Helper()
 	readRendered := func() string {
 		data, _ := os.ReadFile(rendered)
 		return strings.TrimSpace(string(data))
@@ -46,14 +58,14 @@ func testAgentRendersFreshTokens(t *testing.T, server vaulttest.Kind) {
 		first = readRendered()
 		return first != ""
 	})
-	issuedBy(t, acme, first)
+	issuedBy(t, a, first)
 	if info, err := os.Stat(rendered); err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("rendered file mode: %v %v, want 0600 (perms in agent.hcl)", info.Mode(), err)
 	}
 
 	// Against what the fake recorded when it issued the token, not against
 	// when this test looked: a busy machine cannot move it.
-	firstIssued, _ := acme.fake.IssuedAt(first)
+	firstIssued, _ := a.fake.IssuedAt(first)
 	firstExpires := firstIssued.Add(expiresIn)
 	var second string
 	eventually(t, 2*expiresIn, "the agent to render a second token", func() bool {
@@ -69,8 +81,5 @@ func testAgentRendersFreshTokens(t *testing.T, server vaulttest.Kind) {
 	} else {
 		t.Logf("the second token was rendered at least %s before the first one expired", firstExpires.Sub(renderedAt).Round(time.Millisecond))
 	}
-	issuedBy(t, acme, second)
-	if agent.Exited() {
-		t.Errorf("the agent exited: %v", agent.ExitError())
-	}
+	return []string{first, second}
 }

@@ -177,13 +177,20 @@ func (e *testEnv) newAccount(name string, opts ...fakemirakl.Option) *account {
 // token_file auto-auth of an Agent or a Proxy reads.
 func (e *testEnv) readerTokenFile(name string) (dir, tokenFile string) {
 	e.t.Helper()
+	return e.policyTokenFile(name, "mirakl-reader", filepath.Join(repoRoot, "examples/policies/mirakl-reader.hcl"))
+}
+
+// policyTokenFile is readerTokenFile for the policy in policyFile, written
+// under the name policy.
+func (e *testEnv) policyTokenFile(name, policy, policyFile string) (dir, tokenFile string) {
+	e.t.Helper()
 	dir = filepath.Join(e.dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		e.t.Fatal(err)
 	}
 	root := e.root()
-	root.MustRun(e.t, "policy", "write", "mirakl-reader", filepath.Join(repoRoot, "examples/policies/mirakl-reader.hcl"))
-	token := strings.TrimSpace(root.MustRun(e.t, "token", "create", "-policy=mirakl-reader", "-field=token"))
+	root.MustRun(e.t, "policy", "write", policy, policyFile)
+	token := strings.TrimSpace(root.MustRun(e.t, "token", "create", "-policy="+policy, "-field=token"))
 	return dir, writeFile(e.t, filepath.Join(dir, "vault-token"), token)
 }
 
@@ -249,10 +256,21 @@ func (l *leasedToken) accessToken() string {
 // readToken reads mount/token with the CLI and fails the test if it cannot.
 func readToken(t *testing.T, cli *vaulttest.CLI, mount string) *leasedToken {
 	t.Helper()
+	return readTokenAt(t, cli, mount+"/token")
+}
+
+// readRoleToken reads mount/token/role with the CLI and fails the test if it cannot.
+func readRoleToken(t *testing.T, cli *vaulttest.CLI, mount, role string) *leasedToken {
+	t.Helper()
+	return readTokenAt(t, cli, mount+"/token/"+role)
+}
+
+func readTokenAt(t *testing.T, cli *vaulttest.CLI, path string) *leasedToken {
+	t.Helper()
 	var l leasedToken
-	cli.MustRunJSON(t, &l, "read", "-format=json", mount+"/token")
+	cli.MustRunJSON(t, &l, "read", "-format=json", path)
 	if l.accessToken() == "" {
-		t.Fatalf("vault read %s/token: no access_token in %+v", mount, l)
+		t.Fatalf("vault read %s: no access_token in %+v", path, l)
 	}
 	return &l
 }
@@ -376,14 +394,17 @@ func (e *testEnv) checkNoLeak() {
 	}
 }
 
-// isTokenRead: `vault read [flags] <mount>/token [k=v...]`, whose output is the token.
+// isTokenRead: `vault read [flags] <mount>/token [k=v...]` or a role's
+// `<mount>/token/<name>`, whose output is the token.
 func isTokenRead(args []string) bool {
 	if len(args) == 0 || args[0] != "read" {
 		return false
 	}
 	for _, a := range args[1:] {
 		if !strings.HasPrefix(a, "-") {
-			return strings.HasSuffix(a, "/token")
+			parts := strings.Split(a, "/")
+			n := len(parts)
+			return (n >= 2 && parts[n-1] == "token") || (n >= 3 && parts[n-2] == "token")
 		}
 	}
 	return false

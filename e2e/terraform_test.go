@@ -46,7 +46,7 @@ func TestTerraform(t *testing.T) {
 	t.Parallel()
 	tf := newTerraform(t)
 	e := newEnv(t)
-	acme := e.newAccount("acme")
+	acme := e.newAccount("acme", fakemirakl.WithAudiences("", acmeAudience, globexAudience))
 	root := e.root()
 	p := e.vault.Plugin()
 
@@ -61,6 +61,7 @@ func TestTerraform(t *testing.T) {
 			"-var", "plugin_sha256=" + p.SHA256,
 			"-var", "client_id=" + acme.clientID,
 			"-var", "token_url=" + acme.fake.TokenURL(),
+			"-var", fmt.Sprintf("roles={acme=%q}", acmeAudience),
 		}
 		if p.Command != defaultPluginCommand { // the upgrade's second binary, or a .exe
 			vars = append(vars, "-var", "plugin_command="+p.Command)
@@ -112,6 +113,16 @@ func TestTerraform(t *testing.T) {
 		denied(t, reader.Run(t, "read", "mirakl/config"))
 		denied(t, reader.Run(t, "write", "mirakl/config", "min_ttl=60"))
 
+		// The role, its team's policy, and where the team reads.
+		checkRole(t, root, "acme", acmeAudience, "after terraform apply")
+		team := e.asPolicy("mirakl-role-acme")
+		forAudience(t, acme, readRoleToken(t, team, "mirakl", "acme").accessToken(), acmeAudience)
+		denied(t, team.Run(t, "read", "mirakl/token"))
+		denied(t, team.Run(t, "write", "mirakl/roles/acme", "audience="+globexAudience))
+		if out := tf.mustRun(t, "output", "-json", "role_token_paths"); strings.Join(strings.Fields(out), "") != `{"acme":"mirakl/token/acme"}` {
+			t.Errorf("terraform output role_token_paths: %s", out)
+		}
+
 		// The README: the secret is in the state. (Marked sensitive, it is
 		// in no output: see checkNoLeak.)
 		if state := tf.readFile(t, "terraform.tfstate"); !strings.Contains(state, secretMarker) {
@@ -138,6 +149,17 @@ func TestTerraform(t *testing.T) {
 			t.Errorf("min_ttl after terraform apply: %v, want 600 again", cfg["min_ttl"])
 		}
 		tf.plan(t, 0, "after the drift was applied", "No changes.")
+	}) {
+		return
+	}
+
+	if !t.Run("a role pointed at another company is put back", func(t *testing.T) {
+		root.MustRun(t, "write", "mirakl/roles/acme", "audience="+globexAudience)
+		tf.plan(t, 2, "after the role changed outside Terraform", `vault_generic_endpoint.mirakl_role["acme"] will be updated in-place`)
+		tf.apply(t)
+		checkRole(t, root, "acme", acmeAudience, "after the drift was applied")
+		forAudience(t, acme, readRoleToken(t, root, "mirakl", "acme").accessToken(), acmeAudience)
+		tf.plan(t, 0, "after the role's drift was applied", "No changes.")
 	}) {
 		return
 	}
@@ -261,6 +283,7 @@ func TestTerraform(t *testing.T) {
 		root.MustFail(t, "read", "mirakl/config")
 		root.MustFail(t, "lease", "lookup", lease.LeaseID)
 		root.MustFail(t, "policy", "read", "mirakl-reader")
+		root.MustFail(t, "policy", "read", "mirakl-role-acme")
 		// (The dev server registered vault-plugin-mirakl itself, from its
 		// plugin directory, when it started.)
 		out := root.MustRun(t, "plugin", "list", "secret")
@@ -274,6 +297,19 @@ func TestTerraform(t *testing.T) {
 			t.Errorf("terraform state list after destroy:\n%s", out)
 		}
 	})
+}
+
+// checkRole fails the test unless cli reads role with audience; when says
+// at which point of the test.
+func checkRole(t *testing.T, cli *vaulttest.CLI, role, audience, when string) {
+	t.Helper()
+	var read struct {
+		Data map[string]any `json:"data"`
+	}
+	cli.MustRunJSON(t, &read, "read", "-format=json", "mirakl/roles/"+role)
+	if read.Data["audience"] != audience {
+		t.Errorf("vault read mirakl/roles/%s %s: %v, want audience %s", role, when, read.Data, audience)
+	}
 }
 
 // newSecret is another client secret for the account, marked so that the

@@ -5,10 +5,12 @@
 #
 #   vault proxy -config=proxy.hcl
 #   VAULT_ADDR=http://127.0.0.1:8100 vault read mirakl/token
+#   VAULT_ADDR=http://127.0.0.1:8100 vault read mirakl/token/acme   # a role's
 #
 # Change the address, the token file and the listener below. The token in
 # token_file_path needs only the mirakl-reader policy
-# (examples/policies/mirakl-reader.hcl); in production prefer an auth method
+# (examples/policies/mirakl-reader.hcl), or for a role's token that role's
+# policy (examples/policies/mirakl-role-reader.hcl); in production prefer an auth method
 # such as approle or kubernetes to a token file. A cached answer replays
 # expires_in as it was when cached: applications should use expires_at.
 

@@ -69,7 +69,43 @@ resource "vault_policy" "mirakl_reader" {
   )
 }
 
+# One role per Mirakl Connect company (var.roles): its applications read
+# <mount_path>/token/<name>. Each write first fetches a token for the role's
+# audience and fails, storing nothing, if Mirakl refuses it or cannot be
+# reached; a role holds no secret, so a failed write is planned again.
+resource "vault_generic_endpoint" "mirakl_role" {
+  for_each = var.roles
+
+  path = "${vault_mount.mirakl.path}/roles/${each.key}"
+  # Reads return min_ttl too, which is not set here.
+  ignore_absent_fields = true
+  data_json = jsonencode({
+    audience = each.value
+  })
+
+  # The check of the audience needs the credentials.
+  depends_on = [vault_generic_endpoint.mirakl_config]
+}
+
+# Each company's team gets the policy of its role: that role's tokens,
+# nothing else. It is the repository's examples/policies/mirakl-role-reader.hcl,
+# written for the role acme at mirakl/.
+resource "vault_policy" "mirakl_role_reader" {
+  for_each = var.roles
+
+  name = "${var.mount_path}-role-${each.key}"
+  policy = replace(
+    file("${path.module}/../policies/mirakl-role-reader.hcl"),
+    "path \"mirakl/token/acme\"", "path \"${vault_mount.mirakl.path}/token/${each.key}\"",
+  )
+}
+
 output "token_path" {
   description = "Where applications read Mirakl tokens (vault read <token_path>)."
   value       = "${vault_mount.mirakl.path}/token"
+}
+
+output "role_token_paths" {
+  description = "Where each role's applications read its tokens, by role."
+  value       = { for name, role in vault_generic_endpoint.mirakl_role : name => "${vault_mount.mirakl.path}/token/${name}" }
 }

@@ -27,8 +27,18 @@ path "mirakl/config" {
   capabilities = ["create", "read", "update"]
 }
 
-# vault_policy: the applications' policy.
+# vault_generic_endpoint: the roles (var.roles). Each write checks the
+# role's audience with Mirakl.
+path "mirakl/roles/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+
+# vault_policy: the applications' policy, and one per role.
 path "sys/policies/acl/mirakl-reader" {
+  capabilities = ["read", "update", "delete"]
+}
+
+path "sys/policies/acl/mirakl-role-*" {
   capabilities = ["read", "update", "delete"]
 }
 

@@ -64,3 +64,11 @@ variable "request_timeout_seconds" {
   type        = number
   default     = 30
 }
+
+# --- roles: a token per Mirakl Connect company ---
+
+variable "roles" {
+  description = "Roles to create, by name: the audience (the Mirakl Connect company's id) of each. Applications read <mount_path>/token/<name> under the policy <mount_path>-role-<name>."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,1 @@
+{{ with secret "mirakl/token/acme" }}{{ .Data.access_token }}{{ end }}
