@@ -39,11 +39,24 @@ const (
 	killPlugin    faultKind = "kill-plugin" // SIGKILL of the active node's plugin process
 	pluginReload  faultKind = "plugin-reload"
 	configRewrite faultKind = "config-rewrite"
-	// TODO(roles): once issue 25's roles land, add roleWrite and roleDelete
-	// ("role written or deleted") here and in clusterFaults, readers of
-	// mirakl/token/:name in readers_test.go, and the audience to invariant 2
-	// (a reader of a role gets a token issued for that role's audience).
 )
+
+// Roles (issue 25), played one at a time with the cluster faults, through a
+// node the seed picks (a standby forwards the write). They have a schedule of
+// their own (planFaults), so that the Mirakl windows and cluster faults of a
+// seed stay what they were before roles.
+const (
+	// roleWrite: the role's audience moved to its other one, or its
+	// min_ttl changed; with verify or not. Either drops the role's token.
+	roleWrite faultKind = "role-write"
+	// roleRecreate: the role deleted, then written again a few seconds
+	// later with the same audience: reads of it meanwhile get a 400.
+	roleRecreate faultKind = "role-recreate"
+)
+
+// roleGone is how long a deleted role stays deleted before it is written
+// again: long enough for every node's reader to meet the 400.
+const roleGone = 3 * time.Second
 
 // severalActive is no fault the schedule plays: it is a time in which more
 // than one node reported itself active (a node that lost the lead and has
@@ -54,6 +67,7 @@ const severalActive faultKind = "several-active"
 var (
 	miraklFaults  = []faultKind{miraklUnavailable, miraklRateLimited, miraklHang, miraklRefuses, miraklGarbage}
 	clusterFaults = []faultKind{killLeader, stepDown, killPlugin, pluginReload, configRewrite}
+	roleFaults    = []faultKind{roleWrite, roleRecreate}
 )
 
 // resetsGate: after the fault, the active node's plugin process (or
@@ -75,6 +89,11 @@ type plannedFault struct {
 	mounts     []int // the mounts whose Mirakl misbehaves, or whose config is rewritten
 	retryAfter int   // seconds, for miraklRateLimited
 	minTTL     string
+	// For a role fault: the role, whether its writes verify, and for a
+	// roleWrite whether it moves the audience (else minTTL is the role's).
+	role       string
+	verify     bool
+	toAudience bool
 }
 
 // planFaults is the schedule of a soak of duration, from rng alone: the same
@@ -117,6 +136,22 @@ func planFaults(rng *rand.Rand, duration time.Duration) []plannedFault {
 		}
 		plan = append(plan, f)
 	}
+	// Role faults last, so that the draws above, and with them every seed's
+	// Mirakl windows and cluster faults, are those of before roles.
+	for at := warmup + uniform(5*time.Second, 25*time.Second); ; {
+		at += uniform(20*time.Second, 60*time.Second)
+		if at > duration-tail {
+			break
+		}
+		f := plannedFault{at: at, kind: roleFaults[rng.IntN(len(roleFaults))], mounts: []int{rng.IntN(len(mountNames))},
+			role: roleNames[rng.IntN(len(roleNames))], verify: rng.IntN(2) == 0}
+		if f.kind == roleWrite {
+			if f.toAudience = rng.IntN(2) == 0; !f.toAudience {
+				f.minTTL = rewriteMinTTLs[rng.IntN(len(rewriteMinTTLs))]
+			}
+		}
+		plan = append(plan, f)
+	}
 	slices.SortStableFunc(plan, func(a, b plannedFault) int { return int(a.at - b.at) })
 	return plan
 }
@@ -143,6 +178,13 @@ type fault struct {
 	// that still reported themselves active after another took over.
 	stale  []int
 	detail string
+	// For a role fault: the role, its audience before and after (as read
+	// back from the cluster), and its writes that may have gone to Mirakl
+	// (verified writes: a check each; every write also drops the token, and
+	// the next read may fetch one).
+	role                string
+	audBefore, audAfter string
+	checks, writes      int
 }
 
 // covers reports whether the fault concerns mount m's Mirakl or config.
@@ -366,6 +408,8 @@ func (s *soak) clusterFault(p plannedFault) {
 		if r.ExitCode != 0 {
 			detail += ": " + trim(r.Output(), 200)
 		}
+	case roleWrite, roleRecreate:
+		detail = s.roleFault(f, p, leader)
 	case configRewrite:
 		m := s.mounts[p.mounts[0]]
 		// Through a node chosen by the seed: a standby forwards the write.
@@ -382,6 +426,81 @@ func (s *soak) clusterFault(p plannedFault) {
 	}
 	s.log.finish(f, detail)
 	t.Logf("%s %s %s: %s (%s)", s.at(f.start), p.kind, f.target, detail, f.end.Sub(f.start).Round(100*time.Millisecond))
+}
+
+// roleFault plays a role write or a delete and re-create through a node the
+// seed picks, and reads the role back to learn its audience after (a write
+// may fail: a verified one during an outage, any during an election).
+func (s *soak) roleFault(f *fault, p plannedFault, leader *vaulttest.Server) string {
+	t, c := s.t, s.cluster
+	mi := p.mounts[0]
+	m := s.mounts[mi]
+	via := c.Nodes[s.rng.IntN(len(c.Nodes))]
+	if pr := via.Process(); pr == nil || pr.Exited() {
+		via = leader
+	}
+	rolePath := m.path + "/roles/" + p.role
+	before := m.roleVariant[p.role]
+	f.role, f.target = p.role, rolePath+" via "+via.Opts.Name
+	f.audBefore = roleAudience(mi, p.role, before)
+	verify := "verify=" + strconv.FormatBool(p.verify)
+	var parts []string
+	write := func(args ...string) bool {
+		f.writes++
+		if p.verify {
+			f.checks++
+		}
+		r := via.CLI().Run(t, append([]string{"write", rolePath, verify}, args...)...)
+		part := strings.Join(args, " ") + " " + verify + ": exit " + strconv.Itoa(r.ExitCode)
+		if r.ExitCode != 0 {
+			part += ": " + trim(errorLines(r.Output()), 200)
+		}
+		parts = append(parts, part)
+		return r.ExitCode == 0
+	}
+	switch p.kind {
+	case roleWrite:
+		if p.toAudience {
+			write("audience=" + roleAudience(mi, p.role, 1-before))
+		} else {
+			write("min_ttl=" + p.minTTL)
+		}
+	case roleRecreate:
+		r := via.CLI().Run(t, "delete", rolePath)
+		parts = append(parts, "delete: exit "+strconv.Itoa(r.ExitCode))
+		time.Sleep(roleGone)
+		// Written again until it exists: a verified write fails while Mirakl
+		// does, and the role must not stay deleted for the rest of the soak.
+		for i := 0; i < 10 && !write("audience="+f.audBefore); i++ {
+			if i >= 1 && p.verify {
+				p.verify, verify = false, "verify=false"
+			}
+			time.Sleep(2 * time.Second)
+		}
+	}
+	// What the cluster holds now, whatever the writes answered.
+	after := ""
+	for i := 0; i < 5 && after == ""; i++ {
+		r := leader.CLI().Run(t, "read", "-field=audience", rolePath)
+		if r.ExitCode == 0 {
+			after = strings.TrimSpace(r.Stdout)
+			break
+		}
+		if next, err := c.TryWaitForLeader(t); err == nil {
+			leader = next
+		}
+		time.Sleep(time.Second)
+	}
+	if after == "" {
+		t.Fatalf("%s: reading %s back after %s failed five times", s.at(time.Now()), rolePath, p.kind)
+	}
+	f.audAfter = after
+	for v := range 2 {
+		if roleAudience(mi, p.role, v) == after {
+			m.roleVariant[p.role] = v
+		}
+	}
+	return strings.Join(parts, "; ") + "; audience " + f.audBefore + " -> " + after
 }
 
 // tolerate is the text of err, a wait for the cluster that ended while

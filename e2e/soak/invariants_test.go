@@ -91,7 +91,7 @@ func (s *soak) report() {
 
 	s.severalActiveFigures(&b, faults)
 
-	verdicts := []verdict{s.checkLeases(reads), s.checkIssuer(reads), s.checkAvailability(reads, faults),
+	verdicts := []verdict{s.checkLeases(reads), s.checkIssuer(reads, faults), s.checkAvailability(reads, faults),
 		s.checkBudget(reads, faults), s.checkFlat()}
 	failed := false
 	for _, v := range verdicts {
@@ -223,12 +223,46 @@ func (s *soak) figures(b *strings.Builder, reads []read) {
 	fmt.Fprintf(b, "\nslowest successful read: %s at %s; %d successful reads took more than %s\n", slowest.Round(time.Millisecond), s.at(slowAt), slow, slowRead)
 	for _, c := range slices.Sorted(maps.Keys(examples)) {
 		r := examples[c]
-		fmt.Fprintf(b, "  first %q failure: %s via node%d at %s, HTTP %d: %s\n", c, s.mounts[r.mount].path, r.node+1, s.at(r.start), r.status, trim(r.err, 200))
+		fmt.Fprintf(b, "  first %q failure: %s via node%d at %s, HTTP %d: %s\n", c, s.mounts[r.mount].tokenPath(r.role), r.node+1, s.at(r.start), r.status, trim(r.err, 200))
 	}
-	for _, m := range s.mounts {
+	byRole := map[string][2]int{} // reads, failed
+	for _, r := range reads {
+		n := byRole[r.role]
+		n[0]++
+		if r.failed() {
+			n[1]++
+		}
+		byRole[r.role] = n
+	}
+	var roleParts []string
+	for _, role := range slices.Sorted(maps.Keys(byRole)) {
+		name := role
+		if name == "" {
+			name = "(default token)"
+		}
+		roleParts = append(roleParts, fmt.Sprintf("%s %d (%d failed)", name, byRole[role][0], byRole[role][1]))
+	}
+	fmt.Fprintf(b, "reads by role, over mounts: %s\n", strings.Join(roleParts, ", "))
+	for i, m := range s.mounts {
 		st := m.fake.Stats()
-		fmt.Fprintf(b, "%s: Mirakl saw %d requests (%d faults, %d refused), issued %d tokens of %s\n",
-			m.path, st.Requests, st.Faults, st.Refused, st.Issued, tokenLife)
+		perAud := map[string]int{}
+		for _, tok := range m.fake.Tokens() {
+			aud, _ := m.fake.AudienceOf(tok.Token)
+			role, _ := roleOfAudience(i, aud)
+			if role == "" {
+				role = "default"
+			}
+			perAud[role]++
+		}
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(perAud)) {
+			parts = append(parts, fmt.Sprintf("%s %d", k, perAud[k]))
+		}
+		fmt.Fprintf(b, "%s: Mirakl saw %d requests (%d faults, %d refused), issued %d tokens of %s (%s); %d violations in the fake's eyes\n",
+			m.path, st.Requests, st.Faults, st.Refused, st.Issued, tokenLife, strings.Join(parts, ", "), len(m.fake.Violations()))
+		for _, x := range m.fake.Violations() {
+			fmt.Fprintf(b, "  fake violation: %s\n", trim(x, 200))
+		}
 	}
 }
 
@@ -321,11 +355,13 @@ func (s *soak) checkLeases(reads []read) verdict {
 }
 
 // Invariant 2: every token a read returned was issued by the fake of the
-// mount it was read from.
-func (s *soak) checkIssuer(reads []read) verdict {
-	v := verdict{n: 2, name: "every token issued by the mount's own Mirakl"}
+// mount it was read from, for the audience of what was read: none for the
+// default token, the role's audience at the time for a role's (either one
+// when the read overlapped a role fault that changed it).
+func (s *soak) checkIssuer(reads []read, faults []fault) verdict {
+	v := verdict{n: 2, name: "every token issued by the mount's own Mirakl, for the role's audience"}
 	issued := s.issued()
-	checked := 0
+	checked, roleReads, overlapping := 0, 0, 0
 	for _, r := range reads {
 		if r.failed() {
 			continue
@@ -336,13 +372,74 @@ func (s *soak) checkIssuer(reads []read) verdict {
 		case !ok:
 			v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d returned a token no fake issued (%d bytes)",
 				s.mounts[r.mount].path, r.node+1, len(r.token))})
+			continue
 		case is.mount != r.mount:
 			v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d returned a token of %s's Mirakl",
-				s.mounts[r.mount].path, r.node+1, s.mounts[is.mount].path)})
+				s.mounts[r.mount].tokenPath(r.role), r.node+1, s.mounts[is.mount].path)})
+			continue
+		}
+		if r.role != "" {
+			roleReads++
+		}
+		got, _ := s.mounts[r.mount].fake.AudienceOf(r.token)
+		want, overlapped := s.audiencesFor(r, faults)
+		if overlapped {
+			overlapping++
+		}
+		if !slices.Contains(want, got) {
+			v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d returned a token for audience %q, want %q",
+				s.mounts[r.mount].tokenPath(r.role), r.node+1, got, strings.Join(want, `" or "`))})
 		}
 	}
-	v.checked = fmt.Sprintf("%d successful reads checked", checked)
+	v.checked = fmt.Sprintf("%d successful reads checked (%d of roles, %d of them overlapping a role fault)", checked, roleReads, overlapping)
 	return v
+}
+
+// audiencesFor is the audiences a token a read returned may be for: the one
+// its role had when the read began (the default token: none), and those of
+// the role faults the read overlapped; overlapped says whether there were.
+func (s *soak) audiencesFor(r read, faults []fault) (want []string, overlapped bool) {
+	if r.role == "" {
+		return []string{""}, false
+	}
+	current := roleAudience(r.mount, r.role, 0)
+	for _, f := range faults {
+		if f.role != r.role || !f.covers(r.mount) {
+			continue
+		}
+		switch {
+		case !f.end.After(r.start):
+			current = f.audAfter // over before the read began
+		case f.start.Before(r.end):
+			overlapped = true
+			want = append(want, f.audBefore, f.audAfter)
+		}
+	}
+	return append(want, current), overlapped
+}
+
+// lastDrop is the start of the last fault before r that dropped the token
+// of r's role: a write of the role, or a config write of the mount.
+func lastDrop(faults []fault, r read) time.Time {
+	var last time.Time
+	for _, f := range faults {
+		if f.covers(r.mount) && f.start.Before(r.start) && (f.kind == configRewrite || (f.role == r.role && f.role != "")) {
+			last = f.start
+		}
+	}
+	return last
+}
+
+// roleGoneAt: role was deleted (a roleRecreate under way, and electionGrace
+// after, for the nodes' caches of the role) when the read overlapped.
+func roleGoneAt(faults []fault, r read) bool {
+	for _, f := range faults {
+		if f.kind == roleRecreate && f.role == r.role && f.covers(r.mount) &&
+			r.end.After(f.start) && r.start.Before(f.end.Add(electionGrace)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Invariant 3: no read failed with an engine error while a token valid for
@@ -354,11 +451,18 @@ func (s *soak) checkIssuer(reads []read) verdict {
 // but the plugin can explain it.
 func (s *soak) checkAvailability(reads []read, faults []fault) verdict {
 	v := verdict{n: 3, name: "no engine error while a valid token exists and a node is active"}
-	tokens := make([][]fakemirakl.IssuedToken, len(s.mounts))
+	// Each role's tokens (any of its audiences) and the default token's,
+	// per mount, in order of issue.
+	tokens := make([]map[string][]fakemirakl.IssuedToken, len(s.mounts))
 	for i, m := range s.mounts {
-		tokens[i] = m.fake.Tokens() // in order of issue
+		tokens[i] = map[string][]fakemirakl.IssuedToken{}
+		for _, tok := range m.fake.Tokens() {
+			aud, _ := m.fake.AudienceOf(tok.Token)
+			role, _ := roleOfAudience(i, aud)
+			tokens[i][role] = append(tokens[i][role], tok)
+		}
 	}
-	var judged, noLeader, noToken int
+	var judged, noLeader, noToken, noRole int
 	apart := map[errorClass]int{}
 	// Vault answers "internal error" for its own failures too; its log says
 	// which: a lease it could not register (a storage write under load).
@@ -373,6 +477,15 @@ func (s *soak) checkAvailability(reads []read, faults []fault) verdict {
 		}
 		if throughStaleNode(faults, r) {
 			apart[classStaleNode]++
+			continue
+		}
+		if r.class == classNoRole {
+			if r.role != "" && roleGoneAt(faults, r) {
+				noRole++
+				continue
+			}
+			v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d: %q while the role existed: %s",
+				s.mounts[r.mount].tokenPath(r.role), r.node+1, r.class, r.err)})
 			continue
 		}
 		switch r.class {
@@ -390,18 +503,21 @@ func (s *soak) checkAvailability(reads []read, faults []fault) verdict {
 			noLeader++
 			continue
 		}
-		ts := tokens[r.mount]
+		ts := tokens[r.mount][r.role]
 		i := sort.Search(len(ts), func(i int) bool { return !ts[i].IssuedAt.Before(r.start) })
-		if i == 0 || !ts[i-1].ExpiresAt.After(r.end.Add(validMargin)) {
+		// A role's token is dropped by a write of the role and by a config
+		// write (whose check fetches the default token only): one issued
+		// before is no longer the role's.
+		if i == 0 || !ts[i-1].ExpiresAt.After(r.end.Add(validMargin)) || (r.role != "" && ts[i-1].IssuedAt.Before(lastDrop(faults, r))) {
 			noToken++
 			continue
 		}
 		left := ts[i-1].ExpiresAt.Sub(r.end)
 		v.violations = append(v.violations, violation{r.start, fmt.Sprintf("%s via node%d failed after %s (HTTP %d, %s) while a token with %s left existed: %s",
-			s.mounts[r.mount].path, r.node+1, r.end.Sub(r.start).Round(time.Millisecond), r.status, r.class, left.Round(time.Second), r.err)})
+			s.mounts[r.mount].tokenPath(r.role), r.node+1, r.end.Sub(r.start).Round(time.Millisecond), r.status, r.class, left.Round(time.Second), r.err)})
 	}
-	v.checked = fmt.Sprintf("%d failed reads judged (engine, timeout, other), %d excused with no active node, %d with no token valid for %s",
-		judged, noLeader, noToken, validMargin)
+	v.checked = fmt.Sprintf("%d failed reads judged (engine, timeout, other), %d excused with no active node, %d with no token of the role valid for %s; %d reads of a deleted role (expected, counted apart)",
+		judged, noLeader, noToken, validMargin, noRole)
 	if len(apart) > 0 {
 		var parts []string
 		for _, c := range slices.Sorted(maps.Keys(apart)) {
@@ -489,17 +605,22 @@ func gateAttempts(d time.Duration, kind faultKind, retryAfter time.Duration) int
 	}
 }
 
-// Invariant 4: requests to Mirakl within budget, per mount. While Mirakl
-// answers: at most 2 per token lifetime (and one more for the interval's
-// edges), plus one per config write (its check). During each outage window
-// (and request_timeout after it, for requests still on their way): the
-// gate's schedule, one HTTP request per attempt, started afresh by each
-// fault that gives the active node a new plugin process (its gate lives in
-// memory), plus one per config write (with its in-request retries, if it
-// met the outage first). Restarts, kills, reloads and
+// Invariant 4: requests to Mirakl within budget. While Mirakl answers, per
+// role of each mount (the default token counting as one, a request telling
+// its role by its audience): at most 2 per token lifetime (and one more for
+// the interval's edges), plus one per config write (its check, or the
+// role's next read: a config write drops every role's token), plus two per
+// write of the role (its verify check, and its next read's request: a write
+// or delete drops the role's token). During each outage window (and
+// request_timeout after it, for requests still on their way), per mount, for
+// all its roles together (the gate is the mount's): the gate's schedule, one
+// HTTP request per attempt, started afresh by each fault that gives the
+// active node a new plugin process (its gate lives in memory), plus one per
+// config write or verified role write (with its in-request retries, if it met
+// the outage first) and one per role write. Restarts, kills, reloads and
 // failovers get nothing (the token is restored from storage), with one
-// exception, at most one request per such fault: a second request for a
-// successor that was already due (dueSuccessors).
+// exception, at most one request per such fault and role: a second request
+// for a successor that was already due (dueSuccessors).
 func (s *soak) checkBudget(reads []read, faults []fault) verdict {
 	v := verdict{n: 4, name: "requests to Mirakl within budget"}
 	var resets []time.Time
@@ -508,10 +629,11 @@ func (s *soak) checkBudget(reads []read, faults []fault) verdict {
 			resets = append(resets, f.start)
 		}
 	}
-	var total, healthyReqs int
+	var total, healthyReqs, strays int
 	var healthy time.Duration
 	worst, worstRatio := "", 0.0
 	var allowed []string
+	targets := append([]string{""}, roleNames...)
 	for mi, m := range s.mounts {
 		var seen []fakemirakl.Request
 		for _, r := range m.fake.Seen() {
@@ -525,42 +647,34 @@ func (s *soak) checkBudget(reads []read, faults []fault) verdict {
 		for _, tok := range m.fake.Tokens() {
 			issued[tok.Token] = tok
 		}
-		var served []read
-		for _, r := range reads {
-			if r.mount == mi && !r.failed() {
-				served = append(served, r)
+		// requestsOf: role's requests (an audience of no role: a stray,
+		// the fake's violation too; counted in the mount's total only).
+		requestsOf := map[string][]fakemirakl.Request{}
+		for _, r := range seen {
+			role, ok := roleOfAudience(mi, r.Form.Get("audience"))
+			if !ok {
+				strays++
+				continue
 			}
+			requestsOf[role] = append(requestsOf[role], r)
 		}
-		due := dueSuccessors(seen, served, issued, faults)
-		count := func(from, to time.Time) int {
+		count := func(reqs []fakemirakl.Request, from, to time.Time) int {
 			n := 0
-			for _, r := range seen {
+			for _, r := range reqs {
 				if !r.Arrived.Before(from) && r.Arrived.Before(to) {
 					n++
 				}
 			}
 			return n
 		}
-		// dueIn counts the allowed requests of a healthy interval, and
-		// notes them (an outage window's budget has no such allowance: the
-		// fault already restarted the gate's schedule).
-		dueIn := func(from, to time.Time) int {
-			n := 0
-			for _, i := range slices.Sorted(maps.Keys(due)) {
-				if at := seen[i].Arrived; !at.Before(from) && at.Before(to) {
-					n++
-					f := due[i]
-					allowed = append(allowed, fmt.Sprintf("%s %s (%s %s at %s)", m.path, s.at(at), f.kind, f.target, s.at(f.start)))
-				}
-			}
-			return n
-		}
-		// arrivals lists the requests of an interval, for the evidence.
-		arrivals := func(from, to time.Time) string {
+		arrivals := func(reqs []fakemirakl.Request, due map[int]fault, from, to time.Time) string {
 			var parts []string
-			for i, r := range seen {
+			for i, r := range reqs {
 				if !r.Arrived.Before(from) && r.Arrived.Before(to) {
 					part := fmt.Sprintf("%s %s %d", s.at(r.Arrived), r.Outcome, r.Status)
+					if aud := r.Form.Get("audience"); aud != "" {
+						part += " " + aud
+					}
 					if _, ok := due[i]; ok {
 						part += " (successor due)"
 					}
@@ -569,6 +683,9 @@ func (s *soak) checkBudget(reads []read, faults []fault) verdict {
 			}
 			return strings.Join(parts, ", ")
 		}
+		// writes: config writes of the mount in [from, to); roleWrites and
+		// roleChecks: the writes (and verified ones) of role ("": of every
+		// role) by role faults that began in it.
 		writes := func(from, to time.Time) int {
 			n := 0
 			for _, f := range faults {
@@ -578,6 +695,15 @@ func (s *soak) checkBudget(reads []read, faults []fault) verdict {
 			}
 			return n
 		}
+		roleWrites := func(role string, from, to time.Time) (writes, checks int) {
+			for _, f := range faults {
+				if f.role != "" && (role == "" || f.role == role) && f.covers(mi) && !f.start.Before(from) && f.start.Before(to) {
+					writes += f.writes
+					checks += f.checks
+				}
+			}
+			return writes, checks
+		}
 		// Outage windows, and what lies between them.
 		var windows []fault
 		for _, f := range faults {
@@ -585,24 +711,13 @@ func (s *soak) checkBudget(reads []read, faults []fault) verdict {
 				windows = append(windows, f)
 			}
 		}
+		type span struct{ from, to time.Time }
+		var calm []span
 		from := s.start
-		check := func(to time.Time) {
-			if !to.After(from) {
-				return
-			}
-			d := to.Sub(from)
-			n := count(from, to)
-			extra := dueIn(from, to)
-			budget := int(2*d/tokenLife) + 1 + writes(from, to) + extra
-			healthy += d
-			healthyReqs += n
-			if n > budget {
-				v.violations = append(v.violations, violation{from, fmt.Sprintf("%s: %d requests while Mirakl answered for %s (until %s), budget %d (2 per %s lifetime + 1, + config writes, + %d successors due at a failover): %s",
-					m.path, n, d.Round(time.Second), s.at(to), budget, tokenLife, extra, arrivals(from, to))})
-			}
-		}
 		for _, w := range windows {
-			check(w.start)
+			if w.start.After(from) {
+				calm = append(calm, span{from, w.start})
+			}
 			// A window that starts within request_timeout of the one before
 			// counts from where that one's count ended.
 			start := w.start
@@ -621,27 +736,70 @@ func (s *soak) checkBudget(reads []read, faults []fault) verdict {
 			// outage before any request has failed (the gate it inherits is
 			// still open, as when the old config's refresh is in flight), it
 			// retries within its request as a first attempt does (seed
-			// 846441952: a verified write at t+45 s of a 503 window).
-			budget += gateAttempts(end.Sub(segStart), w.kind, w.retryAfter) + writes(start, end)*(1+inRequestRetries)
-			n := count(start, end)
+			// 846441952: a verified write at t+45 s of a 503 window). A
+			// verified role write's check likewise; any role write drops the
+			// role's token, and its next read may ask once more.
+			rw, rc := roleWrites("", start, end)
+			budget += gateAttempts(end.Sub(segStart), w.kind, w.retryAfter) + (writes(start, end)+rc)*(1+inRequestRetries) + rw
+			n := count(seen, start, end)
 			if ratio := float64(n) / float64(budget); ratio > worstRatio || worst == "" {
-				worst, worstRatio = fmt.Sprintf("%s %s at %s for %s: %d requests, budget %d", m.path, w.kind, s.at(w.start), w.end.Sub(w.start).Round(100*time.Millisecond), n, budget), ratio
+				worst, worstRatio = fmt.Sprintf("%s %s at %s for %s: %d requests (all roles), budget %d", m.path, w.kind, s.at(w.start), w.end.Sub(w.start).Round(100*time.Millisecond), n, budget), ratio
 			}
 			if n > budget {
-				v.violations = append(v.violations, violation{w.start, fmt.Sprintf("%s: %d requests during %s of %s (until %s), budget %d (the gate's schedule): %s",
-					m.path, n, w.kind, w.end.Sub(w.start).Round(100*time.Millisecond), s.at(end), budget, arrivals(start, end))})
+				v.violations = append(v.violations, violation{w.start, fmt.Sprintf("%s: %d requests (all roles) during %s of %s (until %s), budget %d (the gate's schedule, + %d config and %d role writes, %d verified): %s",
+					m.path, n, w.kind, w.end.Sub(w.start).Round(100*time.Millisecond), s.at(end), budget, writes(start, end), rw, rc, arrivals(seen, nil, start, end))})
 			}
 			from = end
 		}
-		check(s.end.Add(requestTimeout))
+		if end := s.end.Add(requestTimeout); end.After(from) {
+			calm = append(calm, span{from, end})
+		}
+		// While Mirakl answered: per role.
+		for _, role := range targets {
+			reqs := requestsOf[role]
+			var served []read
+			for _, r := range reads {
+				if r.mount == mi && r.role == role && !r.failed() {
+					served = append(served, r)
+				}
+			}
+			due := dueSuccessors(reqs, served, issued, faults)
+			name := m.tokenPath(role)
+			for _, c := range calm {
+				d := c.to.Sub(c.from)
+				n := count(reqs, c.from, c.to)
+				extra := 0
+				for _, i := range slices.Sorted(maps.Keys(due)) {
+					if at := reqs[i].Arrived; !at.Before(c.from) && at.Before(c.to) {
+						extra++
+						f := due[i]
+						allowed = append(allowed, fmt.Sprintf("%s %s (%s %s at %s)", name, s.at(at), f.kind, f.target, s.at(f.start)))
+					}
+				}
+				rw, rc := 0, 0
+				if role != "" {
+					rw, rc = roleWrites(role, c.from, c.to)
+				}
+				budget := int(2*d/tokenLife) + 1 + writes(c.from, c.to) + rw + rc + extra
+				healthy += d
+				healthyReqs += n
+				if n > budget {
+					v.violations = append(v.violations, violation{c.from, fmt.Sprintf("%s: %d requests while Mirakl answered for %s (until %s), budget %d (2 per %s lifetime + 1, + %d config writes, + %d role writes and %d checks, + %d successors due at a failover): %s",
+						name, n, d.Round(time.Second), s.at(c.to), budget, tokenLife, writes(c.from, c.to), rw, rc, extra, arrivals(reqs, due, c.from, c.to))})
+				}
+			}
+		}
 	}
-	v.checked = fmt.Sprintf("%d requests from %d mounts", total, len(s.mounts))
+	v.checked = fmt.Sprintf("%d requests from %d mounts, %d roles each and the default token", total, len(s.mounts), len(roleNames))
+	if strays > 0 {
+		v.violations = append(v.violations, violation{s.end, fmt.Sprintf("%d requests carried an audience of no role of their mount", strays)})
+	}
 	if healthy > 0 {
-		v.notes = append(v.notes, fmt.Sprintf("while Mirakl answered: %d requests in %s summed over mounts, %.2f per token lifetime per mount",
+		v.notes = append(v.notes, fmt.Sprintf("while Mirakl answered: %d requests in %s summed over mounts and roles, %.2f per token lifetime per role",
 			healthyReqs, healthy.Round(time.Second), float64(healthyReqs)/(float64(healthy)/float64(tokenLife))))
 	}
 	if len(allowed) > 0 {
-		v.notes = append(v.notes, fmt.Sprintf("allowed while Mirakl answered, as the second request for a successor already due around a failover (one per failover): %d: %s",
+		v.notes = append(v.notes, fmt.Sprintf("allowed while Mirakl answered, as the second request for a successor already due around a failover (one per failover and role): %d: %s",
 			len(allowed), strings.Join(allowed, "; ")))
 	}
 	if worst != "" {

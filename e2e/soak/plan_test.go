@@ -42,8 +42,14 @@ func TestPlanReplaysAndKeepsItsShape(t *testing.T) {
 					t.Errorf("%s: %s at %s concerns no mount", d, f.kind, f.at)
 				}
 			}
+			if slices.Contains(roleFaults, f.kind) && (len(f.mounts) != 1 || !slices.Contains(roleNames, f.role)) {
+				t.Errorf("%s: %s at %s concerns mounts %v, role %q: want one mount and one of %v", d, f.kind, f.at, f.mounts, f.role, roleNames)
+			}
 		}
-		if d >= 10*time.Minute && len(kinds) < len(miraklFaults)+len(clusterFaults)-2 {
+		if d >= 10*time.Minute && (!kinds[roleWrite] || !kinds[roleRecreate]) {
+			t.Errorf("%s: the schedule writes no role or re-creates none: %v", d, kinds)
+		}
+		if d >= 10*time.Minute && len(kinds) < len(miraklFaults)+len(clusterFaults)+len(roleFaults)-2 {
 			t.Errorf("%s: only %d kinds of fault in the schedule: %v", d, len(kinds), kinds)
 		}
 	}

@@ -20,9 +20,11 @@ import (
 	"github.com/vault-plugin-mirakl/vault-plugin-mirakl/internal/vaulttest"
 )
 
-// read is one reader's read of <mount>/token through one node.
+// read is one reader's read of <mount>/token (or <mount>/token/<role>)
+// through one node.
 type read struct {
 	node, mount int
+	role        string // "" for the default token
 	start, end  time.Time
 	// What a successful read returned.
 	token     string
@@ -56,17 +58,21 @@ func startReaders(s *soak) *readers {
 			// No read is allowed to wait this long; one that does fails
 			// with a timeout, which counts against invariant 3.
 			client.SetClientTimeout(2*requestTimeout + 10*time.Second)
-			r.wg.Go(func() { r.read(ctx, client, n, m, mnt.path) })
+			r.wg.Go(func() { r.read(ctx, client, n, m, mnt) })
 		}
 	}
 	return r
 }
 
-func (r *readers) read(ctx context.Context, client *api.Client, node, mount int, path string) {
+// read reads the default token and each role's in turn (each node's reader
+// starts at another, so that every token is read through every node).
+func (r *readers) read(ctx context.Context, client *api.Client, node, mount int, mnt *mount) {
 	next := time.Now()
-	for ctx.Err() == nil {
-		rd := read{node: node, mount: mount, start: time.Now()}
-		secret, err := client.Logical().ReadWithContext(ctx, path+"/token")
+	targets := append([]string{""}, roleNames...)
+	for k := node; ctx.Err() == nil; k++ {
+		role := targets[k%len(targets)]
+		rd := read{node: node, mount: mount, role: role, start: time.Now()}
+		secret, err := client.Logical().ReadWithContext(ctx, mnt.tokenPath(role))
 		rd.end = time.Now()
 		if ctx.Err() != nil {
 			return // the soak ended during this read: it proves nothing
@@ -144,6 +150,10 @@ const (
 	classPlugin errorClass = "vault plugin restart"
 	// classTimeout: the read took longer than the reader's client allows.
 	classTimeout errorClass = "reader timeout"
+	// classNoRole: the engine's 400 for a role that does not exist: expected
+	// while a role is deleted and not yet re-created (invariant 3 counts
+	// those apart), an error at any other time.
+	classNoRole errorClass = "no such role"
 	// classOther: anything else; judged as the engine's by invariant 3,
 	// since nothing shows it is Vault's.
 	classOther errorClass = "other"
@@ -178,6 +188,8 @@ func classify(err error) (status int, class errorClass, text string) {
 	msg := strings.Join(resp.Errors, "; ")
 	text = trim(msg, 400)
 	switch {
+	case status == http.StatusBadRequest && strings.Contains(msg, "there is no role"):
+		return status, classNoRole, text
 	case status == http.StatusBadGateway || strings.Contains(msg, "Mirakl") || strings.Contains(msg, "getting a token") ||
 		strings.Contains(msg, "configuration changed") || strings.Contains(msg, "not configured") || strings.Contains(msg, "gave up waiting"):
 		return status, classEngine, text

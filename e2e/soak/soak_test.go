@@ -58,6 +58,42 @@ const seedMix = 0x9e3779b97f4a7c15
 // fake), so that a token served by the wrong mount shows.
 var mountNames = []string{"mirakl", "mirakl-b"}
 
+// roleNames are the roles every mount gets at setup (issue 25). Readers read
+// <mount>/token (the default token, no audience) and <mount>/token/<role>
+// in turn. Each role of each mount owns two audiences of its own
+// (roleAudience), so that a request or a token tells its role by its
+// audience alone, and a role write moves the role to its other one.
+var roleNames = []string{"acme", "globex"}
+
+// roleAudience is audience variant v (0 or 1) of role on mount m.
+func roleAudience(m int, role string, v int) string {
+	return fmt.Sprintf("soak-%s-%s-%d", mountNames[m], role, v)
+}
+
+// allAudiences is every audience mount m's engine may send ("" for the
+// default token): the fake counts any other as a violation.
+func allAudiences(m int) []string {
+	out := []string{""}
+	for _, r := range roleNames {
+		out = append(out, roleAudience(m, r, 0), roleAudience(m, r, 1))
+	}
+	return out
+}
+
+// roleOfAudience is the role whose audience a is on mount m ("" for the
+// default token), and whether a is one of mount m's.
+func roleOfAudience(m int, a string) (string, bool) {
+	if a == "" {
+		return "", true
+	}
+	for _, r := range roleNames {
+		if a == roleAudience(m, r, 0) || a == roleAudience(m, r, 1) {
+			return r, true
+		}
+	}
+	return "", false
+}
+
 // namedSeeds are schedules kept as regression runs: SOAK_RUN=<name> replays
 // one (with its duration unless SOAK_DURATION says otherwise).
 var namedSeeds = map[string]struct {
@@ -177,6 +213,17 @@ type mount struct {
 	path                   string
 	clientID, clientSecret string
 	fake                   *fakemirakl.Server
+	// roleVariant is each role's audience variant now, as the faults set
+	// it (only the goroutine that plays cluster faults touches it).
+	roleVariant map[string]int
+}
+
+// tokenPath is the path a reader of role ("" for the default token) reads.
+func (m *mount) tokenPath(role string) string {
+	if role == "" {
+		return m.path + "/token"
+	}
+	return m.path + "/token/" + role
 }
 
 // configArgs is a full config write of the mount (with verify).
@@ -213,14 +260,20 @@ func runSoak(t *testing.T, kind vaulttest.Kind, set settings) {
 		account := fmt.Sprintf("soak%d", i)
 		m := &mount{index: i, path: name, clientID: "soak-client-" + account,
 			clientSecret: "soak-secret-" + account + "-" + strconv.FormatUint(set.seed, 36),
-			fake:         fakemirakl.New("soak-client-"+account, "soak-secret-"+account+"-"+strconv.FormatUint(set.seed, 36), fakemirakl.WithExpiresIn(int(tokenLife.Seconds())), fakemirakl.WithTokenPrefix("soak-"+name+"-"))}
+			fake:         fakemirakl.New("soak-client-"+account, "soak-secret-"+account+"-"+strconv.FormatUint(set.seed, 36), fakemirakl.WithExpiresIn(int(tokenLife.Seconds())), fakemirakl.WithTokenPrefix("soak-"+name+"-"), fakemirakl.WithAudiences(allAudiences(i)...)),
+			roleVariant:  map[string]int{}}
 		t.Cleanup(m.fake.Close)
 		leader.EnablePlugin(t, name)
 		leader.CLI().MustRun(t, m.configArgs(initialMinTTL)...)
+		// Verified (one request each, before the readers start: not counted).
+		for _, r := range roleNames {
+			leader.CLI().MustRun(t, "write", m.path+"/roles/"+r, "audience="+roleAudience(i, r, 0))
+			m.roleVariant[r] = 0
+		}
 		s.mounts = append(s.mounts, m)
 	}
-	t.Logf("%s: 3-node raft cluster up, plugin mounted at %v and configured, in %s; %s active",
-		kind, mountNames, time.Since(started).Round(100*time.Millisecond), leader.Opts.Name)
+	t.Logf("%s: 3-node raft cluster up, plugin mounted at %v, configured, roles %v written, in %s; %s active",
+		kind, mountNames, roleNames, time.Since(started).Round(100*time.Millisecond), leader.Opts.Name)
 
 	plan := planFaults(s.rng, set.duration)
 	s.start = time.Now()
