@@ -596,13 +596,19 @@ func isTransientStatus(status int) bool {
 	return false
 }
 
-type retryStopKey struct{}
+type retryHooksKey struct{}
 
-// withRetryStop gives a request a condition under which it stops retrying
-// within itself: another request of the mount has already failed, so the
-// gate knows of the outage and spaces the attempts (path_token.go).
-func withRetryStop(ctx context.Context, stop func() bool) context.Context {
-	return context.WithValue(ctx, retryStopKey{}, stop)
+// retryHooks connect a request's in-request retries to the mount's gate
+// (tokenCache.retryHooks): stop ends them, since another request of the
+// mount has already failed and the gate spaces the attempts; failedAttempt
+// is told of each attempt that is retried.
+type retryHooks struct {
+	stop          func() bool
+	failedAttempt func()
+}
+
+func withRetryHooks(ctx context.Context, hooks retryHooks) context.Context {
+	return context.WithValue(ctx, retryHooksKey{}, hooks)
 }
 
 // checkRetry retries transport failures and 429/5xx, never a refusal, and gives
@@ -611,9 +617,19 @@ func (c *tokenClient) checkRetry(ctx context.Context, resp *http.Response, err e
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
-	if stop, ok := ctx.Value(retryStopKey{}).(func() bool); ok && stop() {
+	hooks, _ := ctx.Value(retryHooksKey{}).(retryHooks)
+	if hooks.stop != nil && hooks.stop() {
 		return false, nil // the last answer is the request's
 	}
+	retry, err := c.retryable(ctx, resp, err)
+	if retry && hooks.failedAttempt != nil {
+		hooks.failedAttempt()
+	}
+	return retry, err
+}
+
+// retryable: the failed attempt is worth another within the request.
+func (c *tokenClient) retryable(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if err != nil {
 		// A TLS handshake refused by either side (a certificate we do not
 		// trust, or the server's alert: protocol version, handshake failure)

@@ -72,10 +72,11 @@ type gate struct {
 	// whichever token it is for; the others wait for its outcome rather than
 	// each sending their own when the hold ends (roles share the gate).
 	probing bool
-	// counted is how many failures the gate has counted since it was made:
-	// a request notes it when it starts, to tell the failures that came
-	// while it was in flight.
-	counted uint64
+	// counted is how many failures the gate has counted since it was made,
+	// and attemptsFailed how many attempts within requests failed (a request
+	// retrying within itself): a request notes both when it starts, to tell
+	// the failures of others that came while it was in flight.
+	counted, attemptsFailed uint64
 }
 
 // GateClosedError is a request the gate did not let go to Mirakl. It unwraps
@@ -142,19 +143,29 @@ func (g *gate) probeEnded() {
 }
 
 // generation is what a request notes when it starts (failed, failedSince).
-func (g *gate) generation() uint64 {
+type generation struct{ counted, attemptsFailed uint64 }
+
+func (g *gate) generation() generation {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.counted
+	return generation{g.counted, g.attemptsFailed}
 }
 
-// failedSince: another request has failed since a request noted gen, and
-// none has succeeded since: that request stops retrying within itself, since
-// the gate has its answer for this outage.
-func (g *gate) failedSince(gen uint64) bool {
+// attemptFailed: an attempt within a request failed, and the request retries.
+func (g *gate) attemptFailed() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.failure != nil && g.counted > gen
+	g.attemptsFailed++
+}
+
+// failedSince: another request (or an attempt of another, which has failed
+// ownAttempts of its own since) has failed since a request noted gen: that
+// request stops retrying within itself. At an outage's onset one request
+// retries, as a blip deserves; the others in flight make one attempt each.
+func (g *gate) failedSince(gen generation, ownAttempts uint64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return (g.failure != nil && g.counted > gen.counted) || g.attemptsFailed-ownAttempts > gen.attemptsFailed
 }
 
 func (g *gate) closedLocked(reopensAt time.Time) *GateClosedError {
@@ -193,10 +204,10 @@ func (g *gate) answeredUnchanged(now time.Time, left time.Duration) {
 // refusal), and at least Mirakl's Retry-After (capped). Requests that were in
 // flight together when the first of them failed (several roles at an
 // outage's onset) are one attempt: only the first counts towards the backoff.
-func (g *gate) failed(err error, gen uint64, now time.Time) {
+func (g *gate) failed(err error, gen generation, now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.failure != nil && g.counted > gen {
+	if g.failure != nil && g.counted > gen.counted {
 		return
 	}
 	g.counted++

@@ -341,7 +341,7 @@ func (b *backend) sender(mount *mountState, src *tokenSource, seen *cachedToken)
 		started, gen := now, cache.generation()
 		// Another token's request failing meanwhile ends this one's
 		// in-request retries: the gate has its answer (client.go).
-		ctx = withRetryStop(ctx, func() bool { return cache.failedSince(gen) })
+		ctx = withRetryHooks(ctx, cache.retryHooks(gen))
 		fetched, err := mount.client.fetch(ctx, probe, src.audience)
 		now = b.now()
 		b.metrics.requestDone(src.metrics, started, now, err)

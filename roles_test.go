@@ -581,6 +581,37 @@ func TestRolesShareOneAttemptAtATime(t *testing.T) {
 		requireStatus(t, resp, err, http.StatusBadGateway, "unavailable")
 		requireRequests(t, env, 1+1+defaultRetryPolicy.MaxRetries+1, "the probe after the first hold")
 	})
+	t.Run("while the first failing request still retries", func(t *testing.T) {
+		t.Parallel()
+		env := newRolesEnv(t)
+		env.MustWriteRole("acme", acmeAudience)
+		env.MustWriteRole("globex", globexAudience)
+		holdAcme, releaseAcme := releaser(t)
+		holdGlobex, releaseGlobex := releaser(t)
+		env.fake.Enqueue(hangThen503(holdAcme), fakemirakl.HTMLError(http.StatusServiceUnavailable), hangThen503(holdGlobex))
+		acme := make(chan readResult, 1)
+		go func() {
+			resp, err := env.ReadRoleToken("acme", nil)
+			acme <- readResult{resp, err}
+		}()
+		waitFor(t, "acme's request", func() bool { return env.fake.Requests() == 1 })
+		env.fake.FailRandomly(1, fakemirakl.HTMLError(http.StatusServiceUnavailable))
+		globex := make(chan readResult, 1)
+		go func() {
+			resp, err := env.ReadRoleToken("globex", nil)
+			globex <- readResult{resp, err}
+		}()
+		waitFor(t, "globex's retry", func() bool { return env.fake.Requests() == 3 })
+		releaseAcme()
+		r := receive(t, "acme's read", acme)
+		requireStatus(t, r.resp, r.err, http.StatusBadGateway, "unavailable")
+		requireRequests(t, env, 3, "acme's request, which met an attempt of globex's failing")
+		releaseGlobex()
+		r = receive(t, "globex's read", globex)
+		requireStatus(t, r.resp, r.err, http.StatusBadGateway, "unavailable")
+		// acme's failure closed the gate: globex's request stops too.
+		requireRequests(t, env, 3, "globex's request, which stopped retrying once acme's had failed")
+	})
 	t.Run("when the hold ends", func(t *testing.T) {
 		t.Parallel()
 		env := newRolesEnv(t)

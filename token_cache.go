@@ -159,7 +159,7 @@ func (c *tokenCache) answeredUnchanged(t *cachedToken, now time.Time) {
 // then costs Mirakl the mount's schedule however many audiences are read, and
 // a company that withdrew its consent holds back only its own requests.
 // gen is what a request notes of both gates when it starts.
-type gen struct{ shared, own uint64 }
+type gen struct{ shared, own generation }
 
 func (c *tokenCache) generation() gen { return gen{c.shared.generation(), c.hold.generation()} }
 
@@ -171,9 +171,16 @@ func (c *tokenCache) failed(err error, started gen, now time.Time) {
 	c.shared.failed(err, started.shared, now)
 }
 
-// failedSince: another request has failed at the mount's gate since started
-// (the client's in-request retries stop then).
-func (c *tokenCache) failedSince(started gen) bool { return c.shared.failedSince(started.shared) }
+// retryHooks are what a request started at started tells the mount's gate
+// of its attempts (client.go): each failed attempt it retries, and whether
+// another request has failed since it started, which ends its retries.
+func (c *tokenCache) retryHooks(started gen) retryHooks {
+	var own uint64 // attempts of this request: checkRetry runs on its goroutine
+	return retryHooks{
+		failedAttempt: func() { own++; c.shared.attemptFailed() },
+		stop:          func() bool { return c.shared.failedSince(started.shared, own) },
+	}
+}
 
 // concernsAudience: err is Mirakl refusing a request that carried audience,
 // for a reason other than the client itself.

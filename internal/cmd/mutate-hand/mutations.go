@@ -162,7 +162,9 @@ var mutations = []mutation{
 	{"roles: an outage's onset counted once per role", "gate.go",
 		"	if g.failure != nil && g.counted > gen {\n		return\n	}\n", "", "a backoff that jumps to its cap at once"},
 	{"roles: requests in flight go on retrying", "client.go",
-		"	if stop, ok := ctx.Value(retryStopKey{}).(func() bool); ok && stop() {", "	if stop, ok := ctx.Value(retryStopKey{}).(func() bool); ok && stop() && false {", "retries multiplied by the roles in flight"},
+		"	if hooks.stop != nil && hooks.stop() {", "	if hooks.stop != nil && hooks.stop() && false {", "retries multiplied by the roles in flight"},
+	{"roles: a failed attempt does not reach the gate", "gate.go",
+		"|| g.attemptsFailed-ownAttempts > gen.attemptsFailed", "|| false && g.attemptsFailed-ownAttempts > gen.attemptsFailed", "retries multiplied at an outage's onset"},
 	{"roles: a role source outlives its role", "path_roles.go",
 		"	if old != nil && old != next {\n		old.close()\n	}", "", "a goroutine left running"},
 
