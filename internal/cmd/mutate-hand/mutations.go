@@ -160,7 +160,7 @@ var mutations = []mutation{
 	{"roles: every role probes when the hold ends", "gate.go",
 		"	case g.probing:\n", "	case g.probing && false:\n", "a herd at each reopening, one request per role"},
 	{"roles: an outage's onset counted once per role", "gate.go",
-		"	if g.failure != nil && g.counted > gen {\n		return\n	}\n", "", "a backoff that jumps to its cap at once"},
+		"	if g.failure != nil && g.counted > gen.counted {\n		return\n	}\n", "", "a backoff that jumps to its cap at once"},
 	{"roles: requests in flight go on retrying", "client.go",
 		"	if hooks.stop != nil && hooks.stop() {", "	if hooks.stop != nil && hooks.stop() && false {", "retries multiplied by the roles in flight"},
 	{"roles: a failed attempt does not reach the gate", "gate.go",
