@@ -604,7 +604,7 @@ type retryHooksKey struct{}
 // is told of each attempt that is retried.
 type retryHooks struct {
 	stop          func() bool
-	failedAttempt func()
+	failedAttempt func(error)
 }
 
 func withRetryHooks(ctx context.Context, hooks retryHooks) context.Context {
@@ -621,11 +621,20 @@ func (c *tokenClient) checkRetry(ctx context.Context, resp *http.Response, err e
 	if hooks.stop != nil && hooks.stop() {
 		return false, nil // the last answer is the request's
 	}
-	retry, err := c.retryable(ctx, resp, err)
+	retry, retryErr := c.retryable(ctx, resp, err)
 	if retry && hooks.failedAttempt != nil {
-		hooks.failedAttempt()
+		hooks.failedAttempt(attemptFailure(ctx, resp, err))
 	}
-	return retry, err
+	return retry, retryErr
+}
+
+// attemptFailure is what a retried attempt says, as far as can be known
+// before its body is read: the class of a transport failure, or the status.
+func attemptFailure(ctx context.Context, resp *http.Response, err error) error {
+	if err != nil {
+		return &UpstreamError{Kind: ErrUnavailable, Failure: classifyTransport(ctx, err)}
+	}
+	return &UpstreamError{Kind: ErrUnavailable, Status: resp.StatusCode}
 }
 
 // retryable: the failed attempt is worth another within the request.

@@ -77,6 +77,13 @@ type gate struct {
 	// retrying within itself): a request notes both when it starts, to tell
 	// the failures of others that came while it was in flight.
 	counted, attemptsFailed uint64
+	// attemptErr: before any request has failed, an attempt within one
+	// failed and that request retries (at an outage's onset, a blip): until
+	// it ends, or attemptUntil at the latest, other tokens' requests wait for
+	// its outcome rather than each making attempts of their own.
+	attemptErr   error
+	attemptAt    time.Time
+	attemptUntil time.Time
 }
 
 // GateClosedError is a request the gate did not let go to Mirakl. It unwraps
@@ -117,6 +124,8 @@ func (g *gate) admit(now time.Time, purpose requestPurpose) (probe, took bool, e
 	switch {
 	case (purpose == forBackground || purpose == forFresher) && !passed(now, g.unchangedUntil):
 		return false, false, errNothingNew
+	case g.failure == nil && g.attemptErr != nil && !passed(now, g.attemptUntil) && purpose != forConfigCheck:
+		return false, false, &GateClosedError{Last: g.attemptErr, LastAt: g.attemptAt, Probing: true}
 	case g.failure == nil:
 		return false, false, nil
 	case purpose == forConfigCheck:
@@ -151,11 +160,25 @@ func (g *gate) generation() generation {
 	return generation{g.counted, g.attemptsFailed}
 }
 
-// attemptFailed: an attempt within a request failed, and the request retries.
-func (g *gate) attemptFailed() {
+// attemptFailed: an attempt within a request failed with err at now, and the
+// request retries, until at the latest.
+func (g *gate) attemptFailed(err error, now, until time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.attemptsFailed++
+	if g.failure == nil && (g.attemptErr == nil || passed(now, g.attemptUntil)) {
+		g.attemptErr, g.attemptAt, g.attemptUntil = err, now, until
+	}
+}
+
+// attemptsEnded: the request that noted gen ended (however): if its attempt
+// was the one holding the others back, it no longer is.
+func (g *gate) attemptsEnded(at time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.attemptAt.Equal(at) {
+		g.attemptErr = nil
+	}
 }
 
 // failedSince: another request (or an attempt of another, which has failed
@@ -184,6 +207,7 @@ func (g *gate) succeeded() {
 
 // openLocked forgets the failures: a request succeeded.
 func (g *gate) openLocked() {
+	g.attemptErr = nil
 	g.failure, g.failedAt, g.failures, g.refusals, g.reopensAt, g.retryAfterUntil = nil, time.Time{}, 0, 0, time.Time{}, time.Time{}
 }
 
@@ -211,6 +235,7 @@ func (g *gate) failed(err error, gen generation, now time.Time) {
 		return
 	}
 	g.counted++
+	g.attemptErr = nil
 	refusals := g.refusals
 	g.failure, g.failedAt = err, now
 	g.failures++

@@ -341,8 +341,9 @@ func (b *backend) sender(mount *mountState, src *tokenSource, seen *cachedToken)
 		started, gen := now, cache.generation()
 		// Another token's request failing meanwhile ends this one's
 		// in-request retries: the gate has its answer (client.go).
-		ctx = withRetryHooks(ctx, cache.retryHooks(gen))
-		fetched, err := mount.client.fetch(ctx, probe, src.audience)
+		hooks, attemptsEnded := cache.retryHooks(gen, b.now, mount.config.RequestTimeout)
+		fetched, err := mount.client.fetch(withRetryHooks(ctx, hooks), probe, src.audience)
+		attemptsEnded()
 		now = b.now()
 		b.metrics.requestDone(src.metrics, started, now, err)
 		if err != nil {

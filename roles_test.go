@@ -602,6 +602,12 @@ func TestRolesShareOneAttemptAtATime(t *testing.T) {
 			globex <- readResult{resp, err}
 		}()
 		waitFor(t, "globex's retry", func() bool { return env.fake.Requests() == 3 })
+		// While globex's request retries, another token's read waits for its
+		// outcome rather than making attempts of its own.
+		resp, err := env.ReadToken(nil)
+		requireStatus(t, resp, err, http.StatusBadGateway, "HTTP 503 (last attempt at")
+		requireStatus(t, resp, err, http.StatusBadGateway, "the next is under way")
+		requireRequests(t, env, 3, "a read of the default token while globex's request retries")
 		releaseAcme()
 		r := receive(t, "acme's read", acme)
 		requireStatus(t, r.resp, r.err, http.StatusBadGateway, "unavailable")

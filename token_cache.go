@@ -174,11 +174,26 @@ func (c *tokenCache) failed(err error, started gen, now time.Time) {
 // retryHooks are what a request started at started tells the mount's gate
 // of its attempts (client.go): each failed attempt it retries, and whether
 // another request has failed since it started, which ends its retries.
-func (c *tokenCache) retryHooks(started gen) retryHooks {
+// now is the engine's clock, and timeout the request's bound; ended is to be
+// called when the request has ended, however.
+func (c *tokenCache) retryHooks(started gen, now func() time.Time, timeout time.Duration) (hooks retryHooks, ended func()) {
 	var own uint64 // attempts of this request: checkRetry runs on its goroutine
-	return retryHooks{
-		failedAttempt: func() { own++; c.shared.attemptFailed() },
-		stop:          func() bool { return c.shared.failedSince(started.shared, own) },
+	var firstAt time.Time
+	hooks = retryHooks{
+		failedAttempt: func(err error) {
+			at := now()
+			if own == 0 {
+				firstAt = at
+			}
+			own++
+			c.shared.attemptFailed(err, at, at.Add(timeout))
+		},
+		stop: func() bool { return c.shared.failedSince(started.shared, own) },
+	}
+	return hooks, func() {
+		if own > 0 {
+			c.shared.attemptsEnded(firstAt)
+		}
 	}
 }
 

@@ -511,12 +511,6 @@ func rolesOutage(t *testing.T, server vaulttest.Kind, requestTimeout time.Durati
 		}
 	}
 	t.Run("the mount's gate holds every role to its schedule", func(t *testing.T) {
-		t.Skip("engine bug: gate.admit lets a request through whenever the mount's gate is open or its wait has " +
-			"passed, and nothing marks an attempt in flight; each role has a flight of its own, so while one role's " +
-			"attempt is on its way (the outage's first request retrying within request_timeout, or a probe waiting " +
-			"for an answer) every other role that asks is let through too, each failure counting as one more in a " +
-			"row: an outage costs about a request per role read at each gate attempt, not one per mount " +
-			"(the arrivals logged above). Remove this skip once the engine is fixed.")
 		if len(during) > budget {
 			t.Errorf("Mirakl saw %d requests during the outage, want at most %d (the gate's schedule for one mount)", len(during), budget)
 		}

@@ -165,6 +165,8 @@ var mutations = []mutation{
 		"	if hooks.stop != nil && hooks.stop() {", "	if hooks.stop != nil && hooks.stop() && false {", "retries multiplied by the roles in flight"},
 	{"roles: a failed attempt does not reach the gate", "gate.go",
 		"|| g.attemptsFailed-ownAttempts > gen.attemptsFailed", "|| false && g.attemptsFailed-ownAttempts > gen.attemptsFailed", "retries multiplied at an outage's onset"},
+	{"roles: other tokens ignore a request that retries", "gate.go",
+		"	case g.failure == nil && g.attemptErr != nil && !passed(now, g.attemptUntil) && purpose != forConfigCheck:", "	case false:", "a herd at an outage's onset"},
 	{"roles: a role source outlives its role", "path_roles.go",
 		"	if old != nil && old != next {\n		old.close()\n	}", "", "a goroutine left running"},
 
