@@ -623,16 +623,16 @@ func (c *tokenClient) checkRetry(ctx context.Context, resp *http.Response, err e
 	}
 	retry, retryErr := c.retryable(ctx, resp, err)
 	if retry && hooks.failedAttempt != nil {
-		hooks.failedAttempt(attemptFailure(ctx, resp, err))
+		hooks.failedAttempt(c.attemptFailure(ctx, resp, err))
 	}
 	return retry, retryErr
 }
 
 // attemptFailure is what a retried attempt says, as far as can be known
 // before its body is read: the class of a transport failure, or the status.
-func attemptFailure(ctx context.Context, resp *http.Response, err error) error {
+func (c *tokenClient) attemptFailure(ctx context.Context, resp *http.Response, err error) error {
 	if err != nil {
-		return &UpstreamError{Kind: ErrUnavailable, Failure: classifyTransport(ctx, err)}
+		return c.transportFailure(ctx, resp, err)
 	}
 	return &UpstreamError{Kind: ErrUnavailable, Status: resp.StatusCode}
 }
