@@ -649,3 +649,23 @@ func TestRolesShareOneAttemptAtATime(t *testing.T) {
 		requireStatus(t, resp, err, http.StatusBadGateway, "the next not before")
 	})
 }
+
+// Restoring a role's stored token says nothing of Mirakl now: the mount's
+// gate, held after an outage, stays held for every role.
+func TestRestoringARoleTokenLeavesTheGateAsItIs(t *testing.T) {
+	t.Parallel()
+	env := newRolesEnv(t)
+	env.MustWriteRole("acme", acmeAudience)
+	env.MustWriteRole("globex", globexAudience)
+	env.MustReadRoleToken("globex")
+	env.restart()
+	env.fake.FailRandomly(1, fakemirakl.RateLimited("240"))
+	resp, err := env.ReadRoleToken("acme", nil)
+	requireStatus(t, resp, err, http.StatusBadGateway, "unavailable")
+	sent := env.fake.Requests()
+	env.MustReadRoleToken("globex") // restored from storage
+	env.clock.Advance(time.Minute)  // past the backoff, within Retry-After
+	resp, err = env.ReadRoleToken("acme", nil)
+	requireStatus(t, resp, err, http.StatusBadGateway, "the next not before")
+	requireRequests(t, env, sent, "a read within Retry-After, after another role's token was restored")
+}

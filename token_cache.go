@@ -142,6 +142,15 @@ func (c *tokenCache) install(t *cachedToken) {
 	c.hold.succeeded()
 }
 
+// restore makes t, a token kept in storage, the cached token. It says
+// nothing of Mirakl now: neither gate changes (an outage, a Retry-After or
+// a refusal hold goes on for the mount and for this audience).
+func (c *tokenCache) restore(t *cachedToken) {
+	c.mu.Lock()
+	c.token = t
+	c.mu.Unlock()
+}
+
 // answeredUnchanged makes t, Mirakl's answer with the token already cached,
 // the cached token, and tells the gate that nothing new came.
 func (c *tokenCache) answeredUnchanged(t *cachedToken, now time.Time) {

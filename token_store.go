@@ -216,7 +216,7 @@ func (b *backend) restoreToken(ctx context.Context, s logical.Storage, mount *mo
 		return true
 	}
 	tok.read.Store(entry.Read)
-	src.cache.install(tok)
+	src.cache.restore(tok)
 	b.tokens.mu.Lock()
 	src.stored, src.storedRead = tok, entry.Read
 	b.tokens.mu.Unlock()

@@ -167,6 +167,8 @@ var mutations = []mutation{
 		"|| g.attemptsFailed-ownAttempts > gen.attemptsFailed", "|| false && g.attemptsFailed-ownAttempts > gen.attemptsFailed", "retries multiplied at an outage's onset"},
 	{"roles: other tokens ignore a request that retries", "gate.go",
 		"	case g.failure == nil && g.attemptErr != nil && !passed(now, g.attemptUntil) && purpose != forConfigCheck:", "	case false:", "a herd at an outage's onset"},
+	{"roles: a restored token opens the gate", "token_store.go",
+		"	src.cache.restore(tok)", "	src.cache.install(tok)", "what storage says taken for what Mirakl says"},
 	{"roles: a role source outlives its role", "path_roles.go",
 		"	if old != nil && old != next {\n		old.close()\n	}", "", "a goroutine left running"},
 
