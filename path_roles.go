@@ -202,6 +202,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		verified.restorePending.Store(false) // the write drops the stored token
 		if _, err := b.fetch(ctx, mount, verified, nil, forConfigCheck, 0); err != nil {
 			verified.close()
+			if existing == nil {
+				b.metrics.dropRole(name) // no series for a role that was not created
+			}
 			return checkFailed(err, false, fmt.Sprintf("a token for the role's audience %q", r.Audience))
 		}
 	}

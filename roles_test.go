@@ -187,6 +187,9 @@ func TestRoleWriteVerifiesTheAudience(t *testing.T) {
 	if raw, _ := env.storage.Get(env.ctx, roleStoragePrefix+"globex"); raw != nil {
 		t.Fatal("a refused role was stored")
 	}
+	if strings.Contains(env.ReadMetricsRaw(), `role="globex"`) {
+		t.Fatal("a role write whose check failed left series for a role it did not create")
+	}
 	// The refusal concerned globex: acme's check goes out at once.
 	resp, err = env.WriteRole("acme", map[string]any{"audience": acmeAudience})
 	requireOK(t, resp, err)
