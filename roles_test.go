@@ -317,6 +317,19 @@ func TestARoleLeaseRemembersItsRole(t *testing.T) {
 	resp, err = env.RevokeLease(lease)
 	requireOK(t, resp, err)
 
+	// Without a config the role is still checked, from storage.
+	env.MustWriteRole("acme", acmeAudience)
+	lease, _ = env.MustReadRoleToken("acme")
+	resp, err = env.DeleteConfig()
+	requireOK(t, resp, err)
+	resp, err = env.RenewLease(lease)
+	requireOK(t, resp, err)
+	resp, err = env.request(logical.DeleteOperation, "roles/acme", nil)
+	requireOK(t, resp, err)
+	resp, err = env.RenewLease(lease)
+	requireUserError(t, resp, err, `its role "acme" was deleted`)
+	env.Configure(map[string]any{"verify": false})
+
 	// A lease of the default token carries no role.
 	plain, _ := env.MustReadToken()
 	if _, ok := plain.Secret.InternalData[internalRole]; ok {

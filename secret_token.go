@@ -130,16 +130,32 @@ func (b *backend) leaseSource(ctx context.Context, req *logical.Request) (*token
 	}
 	audience, _ := req.Secret.InternalData[internalAudience].(string)
 	mount, err := b.currentMount(ctx, req.Storage)
-	if err != nil || mount == nil {
-		return nil, "", err // no config: the lease runs to its token's expiry, as mirakl/token's do
+	if err != nil {
+		return nil, "", err
 	}
-	src, err := b.source(req.Storage, mount, role)
+	// The role as it is now: in memory with its token when configured;
+	// without a config (the lease runs to its token's expiry, as
+	// mirakl/token's do), from storage.
+	var src *tokenSource
+	var roleAudience string
+	if mount != nil {
+		if src, err = b.source(req.Storage, mount, role); err == nil {
+			roleAudience = src.audience
+		}
+	} else {
+		var r *miraklRole
+		if r, err = readRole(ctx, req.Storage, role); err == nil && r == nil {
+			err = errRoleNotFound
+		} else if err == nil {
+			roleAudience = r.Audience
+		}
+	}
 	switch {
 	case errors.Is(err, errRoleNotFound):
 		return nil, fmt.Sprintf("this lease cannot be renewed: its role %q was deleted", role), nil
 	case err != nil:
 		return nil, "", err
-	case src.audience != audience:
+	case roleAudience != audience:
 		return nil, fmt.Sprintf("this lease cannot be renewed: its role %q now names another audience; read %stoken/%s for a token of the new one", role, req.MountPoint, role), nil
 	}
 	return src, "", nil
