@@ -34,7 +34,14 @@ type benchMount struct {
 // first read is already a cached one.
 func newBenchMount(tb testing.TB) *benchMount {
 	tb.Helper()
-	fake := fakemirakl.New(testClientID, testClientSecret)
+	return newBenchMountOn(tb, time.Now)
+}
+
+// newBenchMountOn is newBenchMount on the engine clock now, with the fake's
+// options (fakemirakl.WithAudiences for roles).
+func newBenchMountOn(tb testing.TB, now func() time.Time, fakeOpts ...fakemirakl.Option) *benchMount {
+	tb.Helper()
+	fake := fakemirakl.New(testClientID, testClientSecret, fakeOpts...)
 	tb.Cleanup(fake.Close)
 
 	calls := &callcount.Counter{}
@@ -43,7 +50,7 @@ func newBenchMount(tb testing.TB) *benchMount {
 	// Logs are not what is measured; Vault filters them by level the same way.
 	config.Logger = hclog.NewNullLogger()
 	config = callcount.Config(config, calls)
-	b, err := newBackend(context.Background(), config, time.Now)
+	b, err := newBackend(context.Background(), config, now)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -14,6 +14,9 @@
 //   - what readers see while a token rolls over, with Mirakl healthy,
 //     hanging and failing, against the cached-read floor;
 //   - the leases 1,000 reads create, straight to Vault and through Vault Proxy;
+//   - one mount with 1,000 roles (roles_test.go): the plugin's memory per role
+//     with a cached token, and the 1,000th role's cached read against the
+//     first's and the noop plugin's;
 //   - what it costs: the plugin process's peak RSS, and the time from
 //     `vault secrets enable` to the first token.
 //
@@ -132,6 +135,7 @@ func TestVaultBenchmarks(t *testing.T) {
 		t.Errorf("the cached reads made %d requests to Mirakl; the cache did not hold", got)
 	}
 
+	measureRoles(t, ctx, srv, root, token, rep) // roles_test.go
 	measureBurst(t, ctx, srv, root, token, rep)
 	measureStream(t, ctx, srv, root, token, rep)
 	measureRollover(t, ctx, srv, root, token, cachedFloor, rep)
