@@ -210,14 +210,6 @@ func (m *mountMetrics) roleSnapshot(rm *roleMetrics) (requests, failures uint64,
 	return rm.requestCount, rm.failures, rm.lastAt, rm.lastErr
 }
 
-func counterValue(c prometheus.Counter) uint64 {
-	var v dto.Metric
-	if err := c.Write(&v); err != nil {
-		return 0 // a counter's Write does not fail
-	}
-	return uint64(v.GetCounter().GetValue())
-}
-
 // exposition is the mount's metrics in the Prometheus text format, every
 // series labelled with the mount's path.
 //
