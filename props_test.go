@@ -182,6 +182,9 @@ type arrival struct {
 	stuck    bool      // Mirakl was stuck when it arrived
 	done     bool      // answered (or its client went away)
 	answer   answer
+	// hold: the least the mount's gate waits after this answer beyond its
+	// doubling schedule: a refusal's hold, Mirakl's Retry-After (capped).
+	hold time.Duration
 }
 
 // propsRoleNames are the roles a history writes, reads and deletes: few, so
@@ -215,6 +218,9 @@ type propsOutage struct {
 	lastStep  int       // the step of the last failure
 	lastAt    time.Time // when its request arrived
 	failures  int       // steps with a failure since the outage began
+	// lastHold: the least the gate holds after the last failure beyond its
+	// schedule (the least of the first step's, whose order is unknown).
+	lastHold time.Duration
 }
 
 // history is one random history's world: a mount, its clock and storage,
@@ -256,6 +262,13 @@ type history struct {
 	// droppedRequests: the requests of roles deleted since the process
 	// started, which status counts and the metrics no longer show.
 	droppedRequests float64
+	// reads and failedReads count the reads of each token (defaultRole
+	// included) that mirakl/metrics counts, since the process started or
+	// the role was deleted.
+	reads, failedReads map[string]float64
+	// uncreated: the roles a write with a check failed to create since
+	// the process started (propsFailedWriteLeavesSeries).
+	uncreated map[string]bool
 	// What may hold requests back, as far as the history can tell: the
 	// mount's gate after a failure that concerns every role, until a token
 	// comes while Mirakl is healthy or a new gate replaces it; a token's
@@ -327,9 +340,9 @@ func (h *history) serve(fake *fakemirakl.Server) string {
 		fake.ServeHTTP(rec, r)
 		// Before the handler returns, so before the engine has the whole
 		// answer (net/http sends a short one when its handler returns).
-		judged := judgeAnswer(fake, rec.status, rec.body.Bytes(), form.Get("audience"))
+		judged, hold := judgeAnswer(fake, rec.status, rec.Header().Get("Retry-After"), rec.body.Bytes(), form.Get("audience"))
 		h.mu.Lock()
-		h.arrivals[i].done, h.arrivals[i].answer = true, judged
+		h.arrivals[i].done, h.arrivals[i].answer, h.arrivals[i].hold = true, judged, hold
 		h.mu.Unlock()
 	}))
 	h.servers = append(h.servers, s)
@@ -362,24 +375,33 @@ func (r *answerRecorder) Write(p []byte) (int, error) {
 
 func (r *answerRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// judgeAnswer classes an answer as the engine's gates do (answer).
-func judgeAnswer(fake *fakemirakl.Server, status int, body []byte, audience string) answer {
+// judgeAnswer classes an answer as the engine's gates do (answer), with
+// the least the mount's gate then holds beyond its schedule: a refusal of
+// the client (or an OAuth error to a request without audience) holds for
+// refusalHold at least, a Retry-After for as long as it asks (capped).
+func judgeAnswer(fake *fakemirakl.Server, status int, retryAfter string, body []byte, audience string) (answer, time.Duration) {
 	var fields struct {
 		AccessToken string `json:"access_token"`
 		Error       any    `json:"error"`
 	}
 	_ = json.Unmarshal(body, &fields)
-	switch {
+	switch code, _ := fields.Error.(string); {
 	case status == http.StatusOK:
 		if _, issued := fake.AudienceOf(fields.AccessToken); issued {
-			return answeredToken
+			return answeredToken, 0
 		}
-	case status >= 400 && status < 500 && status != http.StatusTooManyRequests:
-		if code, _ := fields.Error.(string); code != "" && code != oauthInvalidClient && audience != "" {
-			return answeredAudienceRefusal
+	case status == http.StatusTooManyRequests:
+		var seconds int64
+		if _, err := fmt.Sscan(retryAfter, &seconds); err == nil && seconds > 0 {
+			return answeredMountFailure, min(time.Duration(min(seconds, 24*60*60))*time.Second, maxRetryAfter)
 		}
+	case status >= 400 && status < 500 && code != "":
+		if code != oauthInvalidClient && audience != "" {
+			return answeredAudienceRefusal, 0
+		}
+		return answeredMountFailure, refusalHold
 	}
-	return answeredMountFailure
+	return answeredMountFailure, 0
 }
 
 // start makes the mount's backend, as Vault's Factory does.
@@ -396,6 +418,7 @@ func (h *history) start() {
 	h.backend = b
 	h.startedAt = h.arrivalCount()
 	h.droppedRequests = 0
+	h.reads, h.failedReads, h.uncreated = map[string]float64{}, map[string]float64{}, map[string]bool{}
 }
 
 func (h *history) close() {
@@ -428,6 +451,13 @@ func (h *history) arrivalsSince(n int) []arrival {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return slices.Clone(h.arrivals[n:])
+}
+
+// askedSince: requests came to Mirakl since the first n, but for those
+// that came while it was stuck: a request it holds is retried in real
+// time, during whatever step comes then.
+func (h *history) askedSince(n int) bool {
+	return slices.ContainsFunc(h.arrivalsSince(n), func(a arrival) bool { return !a.stuck })
 }
 
 // setMode notes what Mirakl does, for the front.
@@ -522,7 +552,16 @@ type tokenState struct {
 	// both clocks, in whole seconds rounded down); lifetime: issued with.
 	remaining, lifetime time.Duration
 	cached              bool
-	held                bool // requests_held: by the mount's gate or its own
+	// heldUntil: when the hold on its requests ends, the mount's gate's or
+	// its own, whichever is later (zero: none).
+	heldUntil time.Time
+}
+
+// heldThrough: requests were held back from the snapshot to end (slow
+// storage can pass time within a step: one still held at its end was held
+// all along).
+func heldThrough(until, end time.Time) bool {
+	return !until.IsZero() && until.Sub(end) > 0 && until.Round(0).Sub(end.Round(0)) > 0
 }
 
 // goodEnoughFor: a read that wants want of life gets this token.
@@ -535,14 +574,14 @@ func (s tokenState) goodEnoughFor(want time.Duration) bool {
 func (s tokenState) validCached() bool { return s.cached && s.remaining >= 3*time.Second }
 
 // propsSnapshot is status before a step: each token in memory, by role
-// (defaultRole for mirakl/token), and whether the mount's gate holds.
+// (defaultRole for mirakl/token), and until when the mount's gate holds.
 type propsSnapshot struct {
-	tokens    map[string]tokenState
-	mountHeld bool
+	tokens         map[string]tokenState
+	mountHeldUntil time.Time
 }
 
 func readTokenState(s map[string]any) tokenState {
-	state := tokenState{held: s["requests_held"] == true}
+	var state tokenState
 	fp, ok := s["token_fingerprint"].(string)
 	if !ok {
 		return state
@@ -564,10 +603,21 @@ func (h *history) snapshot() propsSnapshot {
 			snap.tokens[name] = readTokenState(role)
 		}
 	}
-	// The mount's own gate is not in status (each token shows the later of
-	// it and its own hold): read from the engine.
+	// Status tells whether requests are held, to the second: when the
+	// holds end, and the mount's own gate (each token shows the later of it
+	// and its own hold), are read from the engine.
 	if mount := h.backend.loadedMount(); mount != nil {
-		snap.mountHeld = mount.gate.status().heldAt(h.clock.Now())
+		now := h.clock.Now()
+		if g := mount.gate.status(); g.heldAt(now) {
+			snap.mountHeldUntil = g.reopensAt
+		}
+		mount.eachSource(func(src *tokenSource) {
+			if g := src.cache.gateStatus(now); g.heldAt(now) {
+				state := snap.tokens[src.role]
+				state.heldUntil = g.reopensAt
+				snap.tokens[src.role] = state
+			}
+		})
 	}
 	return snap
 }
@@ -941,6 +991,9 @@ func (h *history) writeRoleWith(t *rapid.T, name string, data map[string]any) {
 		if allRight {
 			t.Fatalf("a role write for %q failed while Mirakl serves that audience and nothing holds requests back: %v / %v", audience, err, resp)
 		}
+		if verify && h.roles[name] == nil {
+			h.uncreated[name] = true
+		}
 	} else {
 		if after == nil || after.Audience != audience {
 			t.Fatalf("a role write succeeded and stored %+v, for the audience %q", after, audience)
@@ -987,7 +1040,7 @@ func (h *history) deleteRole(t *rapid.T) {
 	name := rapid.SampledFrom(propsRoleNames).Draw(t, "role")
 	h.unstick()
 	arrivals := h.arrivalCount()
-	counted := h.metricsRequests()[name]
+	counted := metricByRole(h.metricsBody(), metricTokenRequests, "")[name]
 	resp, err := h.requestOn(h.ctx, &logical.Request{Operation: logical.DeleteOperation, Path: roleStoragePrefix + name}, true)
 	h.checkClean("role delete", resp, err, false)
 	if err != nil || (resp != nil && resp.IsError()) {
@@ -995,6 +1048,9 @@ func (h *history) deleteRole(t *rapid.T) {
 	}
 	delete(h.roles, name)
 	delete(h.ownMayHold, name)
+	delete(h.reads, name)
+	delete(h.failedReads, name)
+	delete(h.uncreated, name)
 	h.droppedRequests += counted
 	if h.arrivalCount() != arrivals {
 		t.Fatal("a role delete asked Mirakl")
@@ -1056,6 +1112,7 @@ func (h *history) read(t *rapid.T, role string) {
 	h.expectRequests(before, &audience, restores, func() {
 		resp, err := h.requestOn(h.ctx, &logical.Request{Operation: logical.ReadOperation, Path: path, Data: data}, !state.validCached())
 		h.checkClean("token read", resp, err, false)
+		h.countRead(role, err != nil || resp == nil || resp.IsError())
 		if err != nil || resp == nil || resp.IsError() {
 			switch {
 			case goodEnough:
@@ -1088,6 +1145,18 @@ func (h *history) read(t *rapid.T, role string) {
 	})
 }
 
+// countRead notes a read of role as mirakl/metrics counts it: the default
+// token's always, a role's once the config and the role exist.
+func (h *history) countRead(role string, failed bool) {
+	if _, exists := h.audienceOf(role); role != defaultRole && (!exists || h.stored == nil) {
+		return
+	}
+	h.reads[role]++
+	if failed {
+		h.failedReads[role]++
+	}
+}
+
 // checkLease: promise 2 for a lease answered at now.
 func (h *history) checkLease(what string, now time.Time, secret *logical.Secret) {
 	if secret == nil {
@@ -1112,7 +1181,13 @@ func (h *history) pickLease(t *rapid.T) *logical.Secret {
 	if len(h.leases) == 0 {
 		t.Skip("no lease")
 	}
-	lease := h.leases[rapid.IntRange(0, len(h.leases)-1).Draw(t, "lease")]
+	leases := h.leases
+	// Half the time a role's: those have their role to remember.
+	roleLeases := slices.DeleteFunc(slices.Clone(leases), func(s *logical.Secret) bool { return s.InternalData[internalRole] == nil })
+	if len(roleLeases) > 0 && rapid.Bool().Draw(t, "a role's lease") {
+		leases = roleLeases
+	}
+	lease := leases[rapid.IntRange(0, len(leases)-1).Draw(t, "lease")]
 	stored := *lease
 	// As Vault keeps it in its lease entry: the type by name, not by our constant.
 	stored.InternalData = map[string]any{}
@@ -1158,7 +1233,7 @@ func (h *history) renewLease(t *rapid.T) {
 				t.Fatalf("a lease of the role %q was renewed after the role was %s", role, why)
 			case err != nil:
 				t.Fatalf("the renewal of a lease of the role %q, which was %s, failed with %v rather than saying why", role, why, err)
-			case h.arrivalCount() != arrivals:
+			case h.askedSince(arrivals):
 				t.Fatalf("the renewal of a lease of the role %q, which was %s, asked Mirakl", role, why)
 			}
 		}
@@ -1176,7 +1251,7 @@ func (h *history) revokeLease(t *rapid.T) {
 	if err != nil || (resp != nil && resp.IsError()) {
 		t.Fatalf("a revoke failed: %v / %v", err, resp)
 	}
-	if h.arrivalCount() != arrivals {
+	if h.askedSince(arrivals) {
 		t.Fatal("a revoke asked Mirakl")
 	}
 }
@@ -1200,7 +1275,7 @@ func (h *history) invalidate(t *rapid.T) {
 	arrivals := h.arrivalCount()
 	h.backend.InvalidateKey(h.ctx, key)
 	h.settle()
-	if h.arrivalCount() != arrivals {
+	if h.askedSince(arrivals) {
 		h.t.Fatal("an invalidation asked Mirakl")
 	}
 	switch {
@@ -1221,6 +1296,7 @@ func (h *history) invalidate(t *rapid.T) {
 func (h *history) restart(t *rapid.T) {
 	h.unstick()
 	before := h.snapshot()
+	at := h.clock.Now()
 	h.backend.Cleanup(h.ctx)
 	// The node that stored the tokens may have had another clock: the
 	// entries say so, and the new process must not give a token more life
@@ -1241,11 +1317,12 @@ func (h *history) restart(t *rapid.T) {
 		cancel()
 		resp, err := h.requestOn(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "token"}, false)
 		h.checkClean("token read", resp, err, false)
+		h.countRead(defaultRole, err != nil || resp == nil || resp.IsError())
 		if err == nil && resp != nil && !resp.IsError() {
 			first = resp
 		}
 	}
-	h.readAfterRestart(defaultRole, before.tokens[defaultRole], skew, arrivals, first)
+	h.readAfterRestart(defaultRole, before.tokens[defaultRole], at, skew, arrivals, first)
 	// And one role that had a token (each restores its own on first use).
 	var roles []string
 	for _, name := range propsRoleNames {
@@ -1255,18 +1332,21 @@ func (h *history) restart(t *rapid.T) {
 	}
 	if len(roles) > 0 {
 		role := rapid.SampledFrom(roles).Draw(t, "role read after the restart")
-		h.readAfterRestart(role, before.tokens[role], skew, h.arrivalCount(), nil)
+		h.readAfterRestart(role, before.tokens[role], at, skew, h.arrivalCount(), nil)
 	}
 }
 
-// readAfterRestart: promise 7 for role, which had the token state before
-// the restart: its first read since (first, if it came already, else one
-// now) gets that token, and nothing goes to Mirakl since arrivals but the
-// successor of a token past its refresh point.
-func (h *history) readAfterRestart(role string, state tokenState, skew time.Duration, arrivals int, first *logical.Response) {
+// readAfterRestart: promise 7 for role, which had the token state at
+// before the restart: its first read since (first, if it came already, else
+// one now) gets that token, and nothing goes to Mirakl since arrivals but
+// the successor of a token past its refresh point.
+func (h *history) readAfterRestart(role string, state tokenState, at time.Time, skew time.Duration, arrivals int, first *logical.Response) {
 	if skew < 0 {
 		state.remaining += skew
 	}
+	// Slow storage passes time during the restart's reads (a token fetched
+	// is stored).
+	state.remaining -= elapsedBetween(at, h.clock.Now())
 	minTTL := h.minTTLOf(role)
 	if h.stored == nil || !state.goodEnoughFor(minTTL) {
 		if first != nil {
@@ -1284,6 +1364,7 @@ func (h *history) readAfterRestart(role string, state tokenState, skew time.Dura
 		var err error
 		resp, err = h.request(&logical.Request{Operation: logical.ReadOperation, Path: path})
 		h.checkClean("token read", resp, err, false)
+		h.countRead(role, err != nil || resp == nil || resp.IsError())
 		if err != nil || resp == nil || resp.IsError() {
 			h.t.Fatalf("the first read of %q after a restart failed: %v / %v", role, err, resp)
 		}
@@ -1448,21 +1529,27 @@ func (h *history) expectRequests(before propsSnapshot, audience *string, restore
 	// Slow storage passes time during the step (the periodic function
 	// stores tokens before it refreshes them).
 	passed := elapsedBetween(started, h.clock.Now())
-	got := h.arrivalsSince(arrivals)
+	all := h.arrivalsSince(arrivals)
+	// What a stuck Mirakl holds is retried in real time, whichever step
+	// comes then: the step's own requests are those that came otherwise.
+	got := slices.DeleteFunc(slices.Clone(all), func(a arrival) bool { return a.stuck })
+	end := h.clock.Now()
 	if restores {
-		before.mountHeld = false
+		before.mountHeldUntil = time.Time{}
 		for role, state := range before.tokens {
-			state.held = false
+			state.heldUntil = time.Time{}
 			before.tokens[role] = state
 		}
 	}
-	if before.mountHeld && len(got) > 0 {
+	if heldThrough(before.mountHeldUntil, end) && len(got) > 0 {
 		h.t.Fatalf("%d requests went to Mirakl while the mount's gate held them back", len(got))
 	}
-	for _, a := range got {
+	for _, a := range all {
 		if h.stored == nil || a.secret != h.stored.ClientSecret {
 			h.t.Fatal("a request carried a secret other than the stored one")
 		}
+	}
+	for _, a := range got {
 		if audience != nil && a.audience != *audience {
 			h.t.Fatalf("a step for the audience %q sent a request for %q", *audience, a.audience)
 		}
@@ -1470,7 +1557,7 @@ func (h *history) expectRequests(before propsSnapshot, audience *string, restore
 		if len(tokens) == 0 {
 			h.t.Fatalf("a request for the audience %q, which neither the config nor any role names", a.audience)
 		}
-		if !slices.ContainsFunc(tokens, func(role string) bool { return !before.tokens[role].held }) {
+		if !slices.ContainsFunc(tokens, func(role string) bool { return !heldThrough(before.tokens[role].heldUntil, end) }) {
 			h.t.Fatalf("a request for the audience %q went out while every token for it was held back (%v)", a.audience, tokens)
 		}
 	}
@@ -1495,7 +1582,27 @@ func (h *history) expectRequests(before propsSnapshot, audience *string, restore
 // check runs after every step.
 func (h *history) check(t *rapid.T) {
 	h.account()
+	h.checkHolds()
 	h.checkLogs(t)
+}
+
+// checkHolds is promises 11 and 13 at rest: the mount's gate holds only
+// after a failure that concerns every role, a token's own hold only after
+// a refusal of its audience (until a token, or a new gate or hold).
+func (h *history) checkHolds() {
+	mount := h.backend.loadedMount()
+	if mount == nil || h.hold != nil {
+		return // while Mirakl is stuck, what it will answer is not known yet
+	}
+	now := h.clock.Now()
+	if !h.mountMayHold && mount.gate.status().heldAt(now) {
+		h.t.Fatalf("the mount's gate holds requests back (%v), though nothing that concerns every role failed since the last token", mount.gate.lastFailure())
+	}
+	mount.eachSource(func(src *tokenSource) {
+		if !h.ownMayHold[src.role] && src.cache.hold.status().heldAt(now) {
+			h.t.Fatalf("the token of role %q holds its own requests back (%v), though its audience %q was not refused", src.role, src.cache.hold.lastFailure(), src.audience)
+		}
+	})
 }
 
 // answersDeadline bounds the wait for the front's record of answers that
@@ -1565,7 +1672,8 @@ func (h *history) take(a arrival) {
 // scheduled is promise 11's schedule, for a failure that concerns every
 // role: once one is on record, the requests of all roles together come one
 // per reopening of the gate, each at least the jitter's floor of the gate's
-// doubling wait after the last. The model counts failures by steps, the
+// doubling wait after the last, and no sooner than the last failure's own
+// hold (a refusal's, a Retry-After). The model counts failures by steps, the
 // engine by requests, so the engine waits at least as long. What the model
 // cannot place (a write's check, which passes the gate; a request a stuck
 // Mirakl held) starts it over, which only loosens the bound.
@@ -1575,24 +1683,26 @@ func (h *history) scheduled(a arrival) {
 		h.outage = nil
 	case !a.gated:
 	case o == nil:
-		h.outage = &propsOutage{firstStep: a.step, lastStep: a.step, lastAt: a.at, failures: 1}
+		h.outage = &propsOutage{firstStep: a.step, lastStep: a.step, lastAt: a.at, failures: 1, lastHold: a.hold}
 	case a.step == o.firstStep:
 		// The first failure's step: its requests went out before any
 		// failure was on record (one per token being read, with retries).
+		o.lastHold = min(o.lastHold, a.hold)
 	case a.step == o.lastStep && propsProbesPerToken && h.periodicSteps[a.step]:
 		// The periodic function's probes, one per token due (the engine
 		// bug propsProbesPerToken names).
+		o.lastHold = min(o.lastHold, a.hold)
 	case a.step == o.lastStep:
 		h.t.Fatalf("two requests to Mirakl in one step while a failure that concerns every role was on record: "+
 			"the mount's gate lets one request through per reopening, for every role together (step %d)", a.step)
 	default:
-		gap, floor := elapsedBetween(o.lastAt, a.at), minGateWait(o.failures)
+		gap, floor := elapsedBetween(o.lastAt, a.at), max(minGateWait(o.failures), o.lastHold)
 		if gap < floor {
 			h.t.Fatalf("a request to Mirakl %s after the last failure of an outage (the %d%s), less than the gate's least wait of %s: "+
 				"the mount's gate schedule holds for every role together", gap, o.failures, ordinal(o.failures), floor)
 		}
 		o.failures++
-		o.lastStep, o.lastAt = a.step, a.at
+		o.lastStep, o.lastAt, o.lastHold = a.step, a.at, a.hold
 	}
 }
 
@@ -1690,20 +1800,45 @@ func (h *history) checkLogs(*rapid.T) {
 	}
 
 	// mirakl/metrics: the same counts as status, but for the roles deleted
-	// since the process started (their series go with them), and nothing
-	// secret.
+	// since the process started (their series go with them), the reads of
+	// each token the history made, a series for no role that does not
+	// exist, and nothing secret.
+	body := h.metricsBody()
 	var total float64
-	for _, n := range h.metricsRequests() {
+	for _, n := range metricByRole(body, metricTokenRequests, "") {
 		total += n
 	}
 	if total+h.droppedRequests != float64(requests) {
 		h.t.Fatalf("the metrics count %.0f requests (and %.0f of deleted roles), status %d", total, h.droppedRequests, requests)
 	}
+	for _, counts := range []struct {
+		result string
+		want   map[string]float64
+	}{{"", h.reads}, {readFailed, h.failedReads}} {
+		got := metricByRole(body, metricTokenReads, counts.result)
+		for role := range got {
+			if _, exists := h.audienceOf(role); role != defaultRole && !exists && !(propsFailedWriteLeavesSeries && h.uncreated[role]) {
+				h.t.Fatalf("the metrics have series for the role %q, which does not exist", role)
+			}
+		}
+		for _, role := range append([]string{defaultRole}, propsRoleNames...) {
+			if got[role] != counts.want[role] {
+				h.t.Fatalf("the metrics count %.0f reads (%q) of %q, the history made %.0f", got[role], counts.result, role, counts.want[role])
+			}
+		}
+	}
 }
 
-// metricsRequests reads mirakl/metrics, checks that it holds nothing
-// secret, and sums mirakl_token_requests_total by role.
-func (h *history) metricsRequests() map[string]float64 {
+// propsFailedWriteLeavesSeries: a role write whose check fails leaves the
+// metric series of the role it did not create (the check's token source
+// takes them first). The model found it,
+// TestPropsRegressionAFailedRoleWriteLeavesMetricSeries keeps it (skipped
+// until fixed). While true, the model lets those series be, to go on
+// finding what else it can; set it to false with the fix.
+const propsFailedWriteLeavesSeries = true
+
+// metricsBody reads mirakl/metrics and checks that it holds nothing secret.
+func (h *history) metricsBody() []byte {
 	resp, err := h.backend.HandleRequest(h.ctx, &logical.Request{Operation: logical.ReadOperation, Path: "metrics", Storage: h.storage, MountPoint: "mirakl/"})
 	if err != nil || resp == nil {
 		h.t.Fatalf("metrics: %v", err)
@@ -1714,20 +1849,26 @@ func (h *history) metricsRequests() map[string]float64 {
 			h.t.Fatalf("the metrics hold a secret or a token (%q)", needle)
 		}
 	}
+	return body
+}
+
+// metricByRole sums the series of name by role; result, when not empty,
+// keeps only the series with that result label.
+func metricByRole(body []byte, name, result string) map[string]float64 {
+	label := func(line, name string) string {
+		_, after, _ := strings.Cut(line, name+`="`)
+		value, _, _ := strings.Cut(after, `"`)
+		return value
+	}
 	byRole := map[string]float64{}
 	for _, line := range strings.Split(string(body), "\n") {
-		if !strings.HasPrefix(line, metricTokenRequests+"{") {
+		if !strings.HasPrefix(line, name+"{") || (result != "" && label(line, "result") != result) {
 			continue
 		}
 		var n float64
-		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &n); err != nil {
-			continue
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &n); err == nil {
+			byRole[label(line, labelRole)] += n
 		}
-		role := ""
-		if _, after, found := strings.Cut(line, labelRole+`="`); found {
-			role, _, _ = strings.Cut(after, `"`)
-		}
-		byRole[role] += n
 	}
 	return byRole
 }
