@@ -249,7 +249,6 @@ type history struct {
 	stuckNow  bool
 
 	healthy  bool          // the fake answers with tokens (when the secret matches)
-	mode     string        // what Mirakl does (changeMirakl)
 	accepted string        // the secret Mirakl accepts
 	stored   *miraklConfig // what the history wrote last, successfully; nil if none
 	secrets  []string      // every secret the history used
@@ -295,7 +294,7 @@ const propsClientID = "props-client"
 
 func newHistory(rt *rapid.T) *history {
 	clock := &suspendableClock{base: time.Now()}
-	h := &history{t: rt, ctx: context.Background(), healthy: true, mode: "healthy", modeNow: "healthy",
+	h := &history{t: rt, ctx: context.Background(), healthy: true, modeNow: "healthy",
 		clock: clock, storage: &propsStorage{InmemStorage: &logical.InmemStorage{}, clock: clock}, logs: &syncBuffer{},
 		roles: map[string]*propsRole{}, refused: map[string]bool{}, ownMayHold: map[string]bool{}, periodicSteps: map[int]bool{}}
 	first := h.newSecret()
@@ -462,7 +461,6 @@ func (h *history) askedSince(n int) bool {
 
 // setMode notes what Mirakl does, for the front.
 func (h *history) setMode(mode string) {
-	h.mode = mode
 	h.healthy = mode == "healthy" || mode == "slow"
 	h.mu.Lock()
 	h.modeNow, h.stuckNow = mode, mode == "stuck"
