@@ -55,7 +55,6 @@ func TestPropsRegressionRestartAfterTheConfigCheck(t *testing.T) {
 // all the same.
 func TestPropsRegressionRoleLeaseRenewsWithTheConfigDeleted(t *testing.T) {
 	t.Parallel()
-	t.Skip("engine bug: with no config, secretTokenRenew renews a role's lease without checking that the role still exists and names the lease's audience (leaseSource)")
 	for name, change := range map[string]func(*testEnv){
 		"role deleted": func(env *testEnv) {
 			resp, err := env.request(logical.DeleteOperation, "roles/acme", nil)
@@ -93,7 +92,6 @@ func TestPropsRegressionRoleLeaseRenewsWithTheConfigDeleted(t *testing.T) {
 // restored token's own refresh when it is due (the model found both).
 func TestPropsRegressionRestoringARoleTokenOpensTheMountsGate(t *testing.T) {
 	t.Parallel()
-	t.Skip("engine bug: restoreToken installs a role's stored token with tokenCache.install, which opens the mount's gate (gate.succeeded) during an outage")
 	for name, tc := range map[string]struct {
 		age  time.Duration // of the role's token at the restart
 		then func(*testEnv) (*logical.Response, error)
@@ -136,7 +134,6 @@ func TestPropsRegressionRestoringARoleTokenOpensTheMountsGate(t *testing.T) {
 // at each reopening, not one per mount however many roles.
 func TestPropsRegressionPeriodicProbesOncePerRoleAfterAnOutage(t *testing.T) {
 	t.Parallel()
-	t.Skip("engine bug: after a failure the mount's gate admits a probe for every token whose refresh is due at once (refreshAhead calls tokenCache.request per source; gate.admit does not keep the others out while a probe is in flight)")
 	env := newRolesEnv(t)
 	env.MustWriteRole("acme", acmeAudience)
 	env.MustWriteRole("globex", globexAudience)
@@ -161,7 +158,6 @@ func TestPropsRegressionPeriodicProbesOncePerRoleAfterAnOutage(t *testing.T) {
 // deleted).
 func TestPropsRegressionAFailedRoleWriteLeavesMetricSeries(t *testing.T) {
 	t.Parallel()
-	t.Skip(`engine bug: a role write whose check fails leaves metric series for the role it did not create (mountMetrics: "never for a name that no role has")`)
 	env := newRolesEnv(t)
 	env.fake.RefuseAudience(globexAudience, "access_denied")
 	resp, err := env.WriteRole("globex", map[string]any{"audience": globexAudience})
