@@ -118,6 +118,11 @@ var namedSeeds = map[string]struct {
 	// met the outage before any request had failed, and retried within its
 	// request (t+45s): the soak's budget counted the check as one request.
 	"verify-in-outage": {seed: 846441952, duration: 3 * time.Minute},
+	// With roles: a plugin reload 15s into a refusal window, then every
+	// token's first request of the new process within 0.2s (t+719s); and
+	// each token's request once Mirakl answered again, counted against the
+	// window: the budget counted one token. Thirty minutes, Vault only.
+	"roles-onset-recovery": {seed: 20261204, duration: 30 * time.Minute},
 }
 
 // settings are what the environment asks of this soak.
