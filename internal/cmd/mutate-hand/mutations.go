@@ -146,7 +146,7 @@ var mutations = []mutation{
 	{"roles: the hand-out ignores a role change", "path_token.go",
 		"case b.loadedMount() != mount || mount.sourceFor(role) != src:", "case b.loadedMount() != mount:", "a check on one level only"},
 	{"roles: a renewal ignores the role's audience", "secret_token.go",
-		"	case src.audience != audience:\n", "	case src.audience != audience && false:\n", "a check left out"},
+		"	case roleAudience != audience:\n", "	case roleAudience != audience && false:\n", "a check left out"},
 	{"roles: a role write keeps the stored token", "token_store.go",
 		"	if err := s.Delete(ctx, roleTokenStoragePrefix+role); err != nil {", "	if err := error(nil); err != nil {", "a dropped statement on one path"},
 	{"roles: the binding leaves out the role's audience", "token_store.go",
