@@ -85,7 +85,7 @@ func testPrometheusScrapesMountMetricsThroughVault(t *testing.T, server vaulttes
 			}
 		}
 		slices.Sort(names)
-		want := []string{"MiraklCredentialsRefused", "MiraklMetricsAbsent", "MiraklMetricsScrapeFailing", "MiraklTokenExpiringSoon", "MiraklTokenRequestsFailing"}
+		want := []string{"MiraklAudienceRefused", "MiraklCredentialsRefused", "MiraklMetricsAbsent", "MiraklMetricsScrapeFailing", "MiraklTokenExpiringSoon", "MiraklTokenRequestsFailing"}
 		if !slices.Equal(names, want) {
 			t.Errorf("alerting rules loaded: %v, want %v", names, want)
 		}
