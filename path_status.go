@@ -90,8 +90,13 @@ func (b *backend) pathStatusRead(_ context.Context, _ *logical.Request, _ *frame
 		}
 	})
 	data["roles_active"] = len(shown)
+	// Each role's hold read once, not at every comparison.
+	held := make(map[*tokenSource]bool, len(shown))
+	for _, src := range shown {
+		held[src] = src.cache.gateStatus(now).heldAt(now)
+	}
 	slices.SortFunc(shown, func(x, y *tokenSource) int {
-		hx, hy := x.cache.gateStatus(now).heldAt(now), y.cache.gateStatus(now).heldAt(now)
+		hx, hy := held[x], held[y]
 		if hx != hy {
 			if hx {
 				return -1

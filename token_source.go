@@ -66,7 +66,7 @@ func (s *tokenSource) storageKey() string {
 // close ends the source's requests.
 func (s *tokenSource) close() { s.cache.close() }
 
-// idleAt: nothing keeps the source in memory at now: no valid token, no
+// closeIfIdle closes the source if nothing keeps it in memory at now: no valid token, no
 // request in flight, no hold to remember. Closing it then is safe: a reader
 // that still holds it is sent to a new one (tokenFor).
 func (s *tokenSource) closeIfIdle(now time.Time) bool {
