@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -buildvcs=false -ldflags "$(LDFLAGS)"
 # proxy even where the installed Go defaults to GOTOOLCHAIN=local.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: all build test test-deps test-unit test-props test-rules test-e2e soak vault fmt vet clean dev bench fuzz dist oci repro-check lint vulncheck mutate mutate-hand
+.PHONY: all build test test-deps test-unit test-props test-rules test-e2e soak soak-planted vault fmt vet clean dev bench fuzz dist oci repro-check lint vulncheck mutate mutate-hand
 
 all: build
 
@@ -74,6 +74,11 @@ soak: build
 	VAULT_BIN="$$(scripts/vault-bin.sh)" BAO_BIN="$(BAO_BIN)" PLUGIN_BIN="$(CURDIR)/bin/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" \
 		SOAK_DURATION="$(SOAK_DURATION)" SOAK_SEED="$(SOAK_SEED)" SOAK_RUN="$(SOAK_RUN)" SOAK_KINDS="$(SOAK_KINDS)" SOAK_ALLOW="$(SOAK_ALLOW)" \
 		$(GO) test -count=1 -tags soak -v -run '^(TestSoak|TestPlanReplaysAndKeepsItsShape)$$' -timeout $(SOAK_TIMEOUT) ./e2e/soak/
+
+## soak-planted: plant one bug of each kind the soak's invariants judge (internal/cmd/mutate-hand/planted.go), build
+## the plugin with it and run a short soak on Vault: each must fail its invariant. About 15 minutes; not in CI
+soak-planted:
+	VAULT_BIN="$$(scripts/vault-bin.sh)" PLUGIN_VERSION="$(VERSION)" $(GO) run ./internal/cmd/mutate-hand -soak
 
 ## dev: a Vault dev server with the plugin mounted at mirakl/ and a fake Mirakl
 dev: build

@@ -6,6 +6,11 @@
 //
 //	go run ./internal/cmd/mutate-hand [-run regexp] [-timeout 3m]
 //
+// With -soak it plants instead the bugs of planted.go, one per kind of
+// promise the chaos soak (e2e/soak) judges: it builds the plugin with each and
+// runs a short soak against it, which must fail that bug's invariant (`make
+// soak-planted`; VAULT_BIN and PLUGIN_VERSION as for `make soak`).
+//
 // It never modifies the checkout. Not part of CI: minutes on two cores.
 package main
 
@@ -26,12 +31,17 @@ import (
 func main() {
 	only := flag.String("run", "", "apply only the mutations whose name matches this regexp")
 	timeout := flag.Duration("timeout", 3*time.Minute, "limit on one mutant's test run")
+	soak := flag.Bool("soak", false, "plant the bugs of planted.go, each under a short soak, instead")
 	flag.Parse()
 	filter := regexp.MustCompile(*only)
 
 	root, err := os.Getwd()
 	if err != nil {
 		fail(err)
+	}
+	if *soak {
+		plantAll(root, filter)
+		return
 	}
 	caught, total := 0, 0
 	var survivors []string
@@ -69,16 +79,8 @@ func try(root string, m mutation, timeout time.Duration) (verdict, detail string
 	if err := copyModule(root, dir); err != nil {
 		fail(err)
 	}
-	path := filepath.Join(dir, m.file)
-	src, err := os.ReadFile(path) //nolint:gosec // G304: a file of the module's own copy, named in mutations.go
-	if err != nil {
-		fail(err)
-	}
-	if n := strings.Count(string(src), m.find); n != 1 {
-		return "stale", fmt.Sprintf("the text to mutate appears %d times in %s: update mutations.go", n, m.file)
-	}
-	if err := os.WriteFile(path, []byte(strings.Replace(string(src), m.find, m.replace, 1)), 0o600); err != nil { //nolint:gosec // G703: inside the temporary copy
-		fail(err)
+	if stale := apply(dir, edit{m.file, m.find, m.replace}); stale != "" {
+		return "stale", stale
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -95,6 +97,23 @@ func try(root string, m mutation, timeout time.Duration) (verdict, detail string
 	default:
 		return "caught", firstFailure(string(out))
 	}
+}
+
+// apply makes e in the module copy at dir; it says why not when e's text
+// does not appear exactly once (the mutation is stale).
+func apply(dir string, e edit) (stale string) {
+	path := filepath.Join(dir, e.file)
+	src, err := os.ReadFile(path) //nolint:gosec // G304: a file of the module's own copy, named in mutations.go
+	if err != nil {
+		fail(err)
+	}
+	if n := strings.Count(string(src), e.find); n != 1 {
+		return fmt.Sprintf("the text to mutate appears %d times in %s: update mutations.go or planted.go", n, e.file)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(src), e.find, e.replace, 1)), 0o600); err != nil { //nolint:gosec // G703: inside the temporary copy
+		fail(err)
+	}
+	return ""
 }
 
 func firstFailure(out string) string {

@@ -1,0 +1,83 @@
+package main
+
+import "time"
+
+// edit is one change of a planted bug: find (exactly once in file) becomes replace.
+type edit struct{ file, find, replace string }
+
+// plantedBug is a bug of the kind one of the soak's invariants judges
+// (e2e/soak): `mutate-hand -soak` builds the plugin with it and runs a short
+// soak, which must fail that invariant. The unit tests catch most of these
+// too; the point is that the soak, judging only from outside, would catch
+// them if they had not.
+type plantedBug struct {
+	name      string
+	invariant int // 1 to 5, as the soak's report numbers them
+	edits     []edit
+	// seed and duration are the soak's schedule: one whose faults give the
+	// bug its chance to show (named in why).
+	seed     uint64
+	duration time.Duration
+	why      string
+}
+
+// ciSeed is the soak's "ci" run (e2e/soak/soak_test.go): in one minute a
+// leader killed, a step-down, a plugin killed, and Mirakl answering 503,
+// hanging and refusing.
+const ciSeed = 20261217
+
+var plantedBugs = []plantedBug{
+	{
+		name: "lease as long as the token's whole life", invariant: 1,
+		edits: []edit{{"path_token.go",
+			"left := max(tok.remaining(b.now()).Truncate(time.Second), time.Second)",
+			"left := max(tok.lifetime().Truncate(time.Second), time.Second)"}},
+		seed: ciSeed, duration: time.Minute,
+		why: "every cached read after a token's first second gets a lease that outlives it",
+	},
+	{
+		name: "a role write with verify=false keeps the old audience's token", invariant: 2,
+		edits: []edit{{"path_roles.go",
+			"	} else {\n		mount.roles.loaded.Delete(role)\n	}\n",
+			"	}\n"}},
+		seed: plantedRoleWriteSeed, duration: 3 * time.Minute,
+		why: "the schedule moves a role to its other audience without verify; reads go on getting the old audience's token",
+	},
+	{
+		name: "readers wait for the refresh once it is due", invariant: 3,
+		edits: []edit{{"path_token.go",
+			"if cached == nil || !cached.servable(now) {",
+			"if cached == nil || cached.remaining(now) < refreshPoint(src, cached) {"}},
+		seed: ciSeed, duration: time.Minute,
+		why: "during an outage, reads fail while the cached token has up to half its life left",
+	},
+	{
+		name: "the gate ignores its backoff", invariant: 4,
+		edits: []edit{{"gate.go",
+			"	case !passed(now, g.reopensAt):\n		return false, false, g.closedLocked(g.reopensAt)\n",
+			""}},
+		seed: ciSeed, duration: time.Minute,
+		why: "during an outage each attempt follows the last as soon as it ends, not on the gate's schedule",
+	},
+	{
+		name: "each read keeps 32 KiB", invariant: 5,
+		edits: []edit{
+			{"path_token.go",
+				"var errNotConfigured = errors.New(\"not configured\")\n",
+				"var errNotConfigured = errors.New(\"not configured\")\n\nvar keptPerRead [][]byte\n"},
+			{"path_token.go",
+				"	resp := b.Secret(secretTokenType).Response(data, leaseData(src, tok))\n",
+				"	resp := b.Secret(secretTokenType).Response(data, leaseData(src, tok))\n" +
+					"	keptPerRead = append(keptPerRead, []byte(strings.Repeat(\"x\", 32<<10)))\n"},
+			{"path_token.go", "\t\"net/http\"\n", "\t\"net/http\"\n\t\"strings\"\n"},
+		},
+		seed: ciSeed, duration: time.Minute,
+		why: "a leak that grows with reads (a cache never evicted): about 1 MiB a second at the soak's 30 reads a second",
+	},
+}
+
+// plantedRoleWriteSeed's three-minute schedule moves a role to its other
+// audience with verify=false at t+2m18s, and no fault after it replaces the
+// plugin process or the mount (either would load the role afresh). A search
+// of the schedules found it; a short schedule packs its cluster faults close.
+const plantedRoleWriteSeed = 471
