@@ -3,6 +3,7 @@ package mirakl
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ const (
 	metricRefused         = "mirakl_credentials_refused"
 	metricAudienceRefused = "mirakl_audience_refused"
 	metricBuildInfo       = "mirakl_build_info"
+	metricGoroutines      = "mirakl_plugin_goroutines"
 
 	// labelMount is on every series: the mount's path, as the scraping
 	// request names it.
@@ -247,8 +249,8 @@ func (m *mountMetrics) exposition(mountPath string) ([]byte, error) {
 }
 
 // stateCollector reads the gauges from memory at each scrape: each token's
-// expiry and audience refusal, a refusal of the client, the last success and
-// the build.
+// expiry and audience refusal, a refusal of the client, the last success, the
+// build and the process's goroutines.
 type stateCollector struct {
 	b *backend
 	m *mountMetrics
@@ -265,6 +267,10 @@ var (
 		"1 while Mirakl refuses a token for the role's audience (an OAuth error other than invalid_client to a request that carried it); only for roles in memory.", []string{labelRole}, nil)
 	descBuildInfo = prometheus.NewDesc(metricBuildInfo,
 		"The plugin's version, as a label; always 1.", []string{"version"}, nil)
+	// Vault's telemetry counts its own goroutines, not a plugin's: a leak in
+	// the process that serves every mount would show nowhere else.
+	descGoroutines = prometheus.NewDesc(metricGoroutines,
+		"Goroutines in the plugin process, which serves every mount of the plugin: the same value under each mount.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -273,6 +279,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRefused
 	ch <- descAudienceRefused
 	ch <- descBuildInfo
+	ch <- descGoroutines
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -299,6 +306,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, unixSeconds(lastSuccess))
 	}
 	ch <- prometheus.MustNewConstMetric(descBuildInfo, prometheus.GaugeValue, 1, Version)
+	ch <- prometheus.MustNewConstMetric(descGoroutines, prometheus.GaugeValue, float64(runtime.NumGoroutine()))
 }
 
 func boolValue(b bool) float64 {

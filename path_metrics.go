@@ -62,6 +62,7 @@ for mirakl/token); none carries a secret, a token or a fingerprint.
   mirakl_credentials_refused                   1 while Mirakl refuses the client, else 0
   mirakl_audience_refused{role}                1 while Mirakl refuses the role's audience, else 0
   mirakl_build_info{version}                   always 1
+  mirakl_plugin_goroutines                     goroutines in the plugin process (every mount's)
 
 The counters are those of mirakl/status, since the plugin started. Prometheus
 scrapes it with a Vault token whose policy allows read on this path only

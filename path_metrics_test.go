@@ -177,6 +177,9 @@ func TestMetricsFollowRequestsAndReads(t *testing.T) {
 		`mirakl_credentials_refused`:                   0,
 		`mirakl_build_info{version="` + Version + `"}`: 1,
 	})
+	if v, ok := s.value(metricGoroutines); !ok || v < 1 {
+		t.Errorf("%s = %v (present: %v), want the process's goroutines", metricGoroutines, v, ok)
+	}
 	for _, absent := range []string{metricTokenExpiry, metricLastSuccess} {
 		if v, ok := s.value(absent); ok {
 			t.Errorf("before any token: %s = %v, want no sample", absent, v)
@@ -278,8 +281,8 @@ func TestMetricsLabelEverySeriesWithTheMount(t *testing.T) {
 			}
 		}
 	}
-	if len(families) != 7 || series < 12 {
-		t.Errorf("%d families with %d series: want the 7 families of the README", len(families), series)
+	if len(families) != 8 || series < 13 {
+		t.Errorf("%d families with %d series: want the README's 9 families but mirakl_audience_refused (no audience here)", len(families), series)
 	}
 }
 

@@ -52,6 +52,9 @@ const (
 	maxThreadGrow  = 10
 	maxFDGrowth    = 20
 	maxConnsGrowth = 10 // the fakes' open connections from the engine
+	// maxGoroutineGrowth: a few per request in flight and per reader's
+	// stream; a leak per read adds 30 a second.
+	maxGoroutineGrowth = 50
 )
 
 // violation is one broken promise, at a time of the soak.
@@ -916,7 +919,7 @@ func strictestMinTTL() time.Duration {
 // to Mirakl do not pile up. Goroutines cannot be counted from outside the
 // process; threads and descriptors stand in for them.
 func (s *soak) checkFlat() verdict {
-	v := verdict{n: 5, name: "plugin RSS, threads and open files flat"}
+	v := verdict{n: 5, name: "plugin RSS, goroutines, threads and open files flat"}
 	sm := s.sampler
 	sm.mu.Lock()
 	procs := slices.Clone(sm.procs)
@@ -930,7 +933,7 @@ func (s *soak) checkFlat() verdict {
 	for _, p := range procs {
 		byPID[p.pid] = append(byPID[p.pid], p)
 	}
-	judged := 0
+	judged, goroutinesJudged := 0, 0
 	warm, span := min(warmup, s.settings.duration/6), minSpan
 	for _, pid := range slices.Sorted(maps.Keys(byPID)) {
 		ps := byPID[pid]
@@ -942,12 +945,23 @@ func (s *soak) checkFlat() verdict {
 		judged++
 		growth := fmt.Sprintf("pid %d on %s, %s..%s: RSS %.1f -> %.1f MiB, threads %d -> %d, fds %d -> %d",
 			pid, first.node, s.at(first.at), s.at(last.at), mib(first.rss), mib(last.rss), first.threads, last.threads, first.fds, last.fds)
+		// Goroutines are known only while the process served as the active
+		// node's: its first and last such samples after the warm-up.
+		known := slices.DeleteFunc(slices.Clone(ps[i:]), func(p procSample) bool { return p.goroutines < 0 })
+		goroutinesGrew := false
+		if len(known) > 1 {
+			g0, g1 := known[0], known[len(known)-1]
+			growth += fmt.Sprintf(", goroutines %d -> %d (%s..%s)", g0.goroutines, g1.goroutines, s.at(g0.at), s.at(g1.at))
+			goroutinesGrew = g1.goroutines-g0.goroutines > maxGoroutineGrowth
+			goroutinesJudged++
+		}
 		v.notes = append(v.notes, growth)
-		if last.rss-first.rss > max(maxRSSGrowth, first.rss/2) || last.threads-first.threads > maxThreadGrow || last.fds-first.fds > maxFDGrowth {
+		if last.rss-first.rss > max(maxRSSGrowth, first.rss/2) || last.threads-first.threads > maxThreadGrow || last.fds-first.fds > maxFDGrowth || goroutinesGrew {
 			v.violations = append(v.violations, violation{last.at, "grew: " + growth})
 		}
 	}
-	v.checked = fmt.Sprintf("%d samples of %d plugin processes, %d lived %s past a warm-up of %s and were judged", len(procs), len(byPID), judged, span, warm)
+	v.checked = fmt.Sprintf("%d samples of %d plugin processes, %d lived %s past a warm-up of %s and were judged (%d of them on goroutines too, as the active node's)",
+		len(procs), len(byPID), judged, span, warm, goroutinesJudged)
 	if len(conns) > 1 {
 		for m := range s.mounts[:min(2, len(s.mounts))] {
 			first, last := conns[0][m], conns[len(conns)-1][m]

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -220,6 +221,9 @@ type procSample struct {
 	rss     int64 // bytes
 	threads int
 	fds     int
+	// goroutines, from the mount's metrics (mirakl_plugin_goroutines), for
+	// the active node's plugin process only; -1 when not known.
+	goroutines int
 }
 
 // sampler looks at every plugin process of every running node, and at the
@@ -282,22 +286,91 @@ func (sm *sampler) sample(s *soak) {
 			}
 		}
 	}
+	if active, g, ok := activeGoroutines(s); ok {
+		// The active node's plugin process serves the reads: the metrics
+		// it answers are that process's, when the node runs just one.
+		var on []int
+		for i, p := range got {
+			if p.node == active {
+				on = append(on, i)
+			}
+		}
+		if len(on) == 1 {
+			got[on[0]].goroutines = g
+		}
+	}
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	sm.procs = append(sm.procs, got...)
 	sm.conns = append(sm.conns, conns)
 }
 
+// sampleClient asks one node at a time, never following a standby's redirect.
+var sampleClient = &http.Client{
+	Timeout:       2 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// activeGoroutines is the name of the one node that says it is active, and
+// the goroutines of its plugin process as the first mount's metrics show them
+// (the process serves every mount). Goroutines are not visible from outside
+// the process: the engine counts its own. Not ok while no node, or several,
+// say they are active, or the node does not answer.
+func activeGoroutines(s *soak) (node string, goroutines int, ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	nodes := s.cluster.ActiveNodes(ctx)
+	if len(nodes) != 1 {
+		return "", 0, false
+	}
+	active := nodes[0]
+	goroutines = -1
+	err := get(active, s.mounts[0].path+"/metrics", func(body []byte) error {
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if rest, found := strings.CutPrefix(line, "mirakl_plugin_goroutines{"); found {
+				_, value, _ := strings.Cut(rest, "} ")
+				v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+				goroutines = int(v)
+				return err
+			}
+		}
+		return errors.New("no mirakl_plugin_goroutines")
+	})
+	return active.Opts.Name, goroutines, err == nil && goroutines >= 0
+}
+
+// get reads path from node n alone (no redirect) and hands a 200's body to use.
+func get(n *vaulttest.Server, path string, use func([]byte) error) error {
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, n.Addr+"/v1/"+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Vault-Token", n.RootToken())
+	resp, err := sampleClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d", path, resp.StatusCode)
+	}
+	return use(body)
+}
+
 // readProc reads a process's resident memory, threads and open descriptors
 // from /proc (Linux). A Go program's goroutines are not visible from outside:
-// its threads and descriptors stand in for them.
+// activeGoroutines asks the engine.
 func readProc(pid int) (procSample, bool) {
 	dir := filepath.Join("/proc", strconv.Itoa(pid))
 	status, err := os.ReadFile(filepath.Join(dir, "status"))
 	if err != nil {
 		return procSample{}, false
 	}
-	ps := procSample{pid: pid}
+	ps := procSample{pid: pid, goroutines: -1}
 	for line := range strings.SplitSeq(string(status), "\n") {
 		key, value, ok := strings.Cut(line, ":")
 		if !ok {

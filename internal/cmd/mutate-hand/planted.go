@@ -74,6 +74,15 @@ var plantedBugs = []plantedBug{
 		seed: ciSeed, duration: time.Minute,
 		why: "a leak that grows with reads (a cache never evicted): about 1 MiB a second at the soak's 30 reads a second",
 	},
+	{
+		name: "each read leaves a goroutine behind", invariant: 5,
+		edits: []edit{{"path_token.go",
+			"	resp := b.Secret(secretTokenType).Response(data, leaseData(src, tok))\n",
+			"	resp := b.Secret(secretTokenType).Response(data, leaseData(src, tok))\n" +
+				"	go func() { <-b.alive.Done() }()\n"}},
+		seed: ciSeed, duration: time.Minute,
+		why: "a goroutine per read that waits for the mount's end: 30 a second, little memory each",
+	},
 }
 
 // plantedRoleWriteSeed's three-minute schedule moves a role to its other
