@@ -65,7 +65,9 @@ func TestFailedInvariantsReadsTheReport(t *testing.T) {
 	out := `    invariants_test.go:121: 
         invariant 1 (no expired token): 900 reads; 0 violations: PASS
         invariant 2 (issued by the mount's fake): 900 reads; 3 violations: FAIL
-            t+61.2s mirakl/token/acme: audience soak-mirakl-acme-0, want soak-mirakl-acme-1; nearest fault: role-write at t+60.0s
+            a note, before the violations
+            t+61.2s mirakl/token/acme: audience soak-mirakl-acme-0,
+            	want soak-mirakl-acme-1; nearest fault: role-write at t+60.0s
             t+61.4s second; nearest fault: role-write at t+60.0s
         invariant 3 (available): 900 reads; 0 violations: PASS
         invariant 4 (budget): 12 requests; 2 violations: FAIL (allowed by SOAK_ALLOW)

@@ -105,13 +105,15 @@ func plant(root, logs string, p plantedBug) (verdict, detail string) {
 var invariantLine = regexp.MustCompile(`^\s*invariant (\d) \(.*; (\d+) violations: FAIL\s*$`)
 
 // failedInvariants reads the soak's report: the invariants it failed, and
-// for each its count and first violation.
+// for each its count and first violation (from its time, "t+...", to its
+// "nearest fault": an error quoted in it may span lines).
 func failedInvariants(out string) (failed []int, first map[int]string) {
 	first = map[int]string{}
-	current, withLine := 0, map[int]bool{}
+	current := 0
+	var violation []string
 	for line := range strings.SplitSeq(out, "\n") {
 		if strings.Contains(line, "invariant ") && strings.Contains(line, " violations: ") {
-			current = 0
+			current, violation = 0, nil
 			if m := invariantLine.FindStringSubmatch(line); m != nil {
 				current, _ = strconv.Atoi(m[1])
 				failed = append(failed, current)
@@ -119,9 +121,14 @@ func failedInvariants(out string) (failed []int, first map[int]string) {
 			}
 			continue
 		}
-		if current != 0 && !withLine[current] && strings.Contains(line, "nearest fault") {
-			first[current] += "; first: " + strings.TrimSpace(line)
-			withLine[current] = true
+		text := strings.TrimSpace(line)
+		if current == 0 || text == "" || (violation == nil && !strings.HasPrefix(text, "t+")) {
+			continue // notes come before the violations, each of which starts with its time
+		}
+		violation = append(violation, text)
+		if strings.Contains(line, "nearest fault") {
+			first[current] += "; first: " + strings.Join(violation, " ")
+			current = 0
 		}
 	}
 	return failed, first

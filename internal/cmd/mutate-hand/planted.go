@@ -56,8 +56,16 @@ var plantedBugs = []plantedBug{
 		edits: []edit{{"gate.go",
 			"	case !passed(now, g.reopensAt):\n		return false, false, g.closedLocked(g.reopensAt)\n",
 			""}},
-		seed: ciSeed, duration: time.Minute,
+		seed: plantedOutageSeed, duration: 3 * time.Minute,
 		why: "during an outage each attempt follows the last as soon as it ends, not on the gate's schedule",
+	},
+	{
+		name: "refresh ahead from a token's first second", invariant: 4,
+		edits: []edit{{"path_token.go",
+			"	return tok.reusableFor(src.minTTL + refreshAheadMargin)\n",
+			"	return tok.lifetime()\n"}},
+		seed: ciSeed, duration: time.Minute,
+		why: "while Mirakl answers, each read that finds no request in flight starts one",
 	},
 	{
 		name: "each read keeps 32 KiB", invariant: 5,
@@ -90,3 +98,11 @@ var plantedBugs = []plantedBug{
 // plugin process or the mount (either would load the role afresh). A search
 // of the schedules found it; a short schedule packs its cluster faults close.
 const plantedRoleWriteSeed = 471
+
+// plantedOutageSeed's three-minute schedule has Mirakl answering garbage to
+// both mounts for 16s from t+2m8s, around the time the tokens issued at setup
+// are due for their third refresh: the soak's readers refresh each token as
+// soon as it is due, so a shorter or earlier window (the "ci" schedule's) finds
+// no token that wants one, and nothing knocks at the gate. The one-minute
+// "ci" schedule missed this bug.
+const plantedOutageSeed = 5
