@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -69,7 +70,7 @@ func plant(root, logs string, p plantedBug) (verdict, detail string) {
 		}
 	}
 	bin := filepath.Join(dir, "vault-plugin-mirakl")
-	build := exec.Command("go", "build", "-trimpath", "-buildvcs=false", //nolint:gosec // G204: our own build, of our own copy
+	build := exec.CommandContext(context.Background(), "go", "build", "-trimpath", "-buildvcs=false", //nolint:gosec // G204: our own build, of our own copy
 		"-ldflags", "-X "+module+".Version="+os.Getenv("PLUGIN_VERSION"), "-o", bin, "./cmd/vault-plugin-mirakl")
 	build.Dir = dir
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -77,7 +78,7 @@ func plant(root, logs string, p plantedBug) (verdict, detail string) {
 		return "no-build", "the planted bug does not compile: update planted.go: " + firstLine(string(out))
 	}
 
-	soak := exec.Command("go", "test", "-count=1", "-tags", "soak", "-v", "-run", "^TestSoak$", //nolint:gosec // G204: the soak of this checkout
+	soak := exec.CommandContext(context.Background(), "go", "test", "-count=1", "-tags", "soak", "-v", "-run", "^TestSoak$", //nolint:gosec // G204: the soak of this checkout
 		"-timeout", (p.duration + 20*time.Minute).String(), "./e2e/soak/")
 	soak.Dir = root
 	soak.Env = append(os.Environ(), "PLUGIN_BIN="+bin, "SOAK_KINDS=vault", "SOAK_RUN=", "SOAK_ALLOW=",
