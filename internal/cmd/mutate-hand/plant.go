@@ -100,7 +100,16 @@ func plant(root, logs string, p plantedBug) (verdict, detail string) {
 	if !slices.Contains(failed, p.invariant) {
 		return "missed", "the soak did not fail it" + also + ": " + p.why
 	}
-	return "caught", first[p.invariant] + also
+	return "caught", shorten(first[p.invariant], 400) + also
+}
+
+// shorten keeps the first n bytes of s: a violation can list every request
+// of an outage window, and the whole report is in the log.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + " ..."
 }
 
 var invariantLine = regexp.MustCompile(`^\s*invariant (\d) \(.*; (\d+) violations: FAIL\s*$`)
