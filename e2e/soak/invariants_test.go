@@ -936,28 +936,17 @@ func (s *soak) checkFlat() verdict {
 	judged, goroutinesJudged := 0, 0
 	warm, span := min(warmup, s.settings.duration/6), minSpan
 	for _, pid := range slices.Sorted(maps.Keys(byPID)) {
-		ps := byPID[pid]
-		i := slices.IndexFunc(ps, func(p procSample) bool { return p.at.Sub(ps[0].at) >= warm })
-		if i < 0 || ps[len(ps)-1].at.Sub(ps[i].at) < span {
+		j, ok := judgeProcess(byPID[pid], warm, span, s.at)
+		if !ok {
 			continue
 		}
-		first, last := ps[i], ps[len(ps)-1]
 		judged++
-		growth := fmt.Sprintf("pid %d on %s, %s..%s: RSS %.1f -> %.1f MiB, threads %d -> %d, fds %d -> %d",
-			pid, first.node, s.at(first.at), s.at(last.at), mib(first.rss), mib(last.rss), first.threads, last.threads, first.fds, last.fds)
-		// Goroutines are known only while the process served as the active
-		// node's: its first and last such samples after the warm-up.
-		known := slices.DeleteFunc(slices.Clone(ps[i:]), func(p procSample) bool { return p.goroutines < 0 })
-		goroutinesGrew := false
-		if len(known) > 1 {
-			g0, g1 := known[0], known[len(known)-1]
-			growth += fmt.Sprintf(", goroutines %d -> %d (%s..%s)", g0.goroutines, g1.goroutines, s.at(g0.at), s.at(g1.at))
-			goroutinesGrew = g1.goroutines-g0.goroutines > maxGoroutineGrowth
+		if j.goroutinesKnown {
 			goroutinesJudged++
 		}
-		v.notes = append(v.notes, growth)
-		if last.rss-first.rss > max(maxRSSGrowth, first.rss/2) || last.threads-first.threads > maxThreadGrow || last.fds-first.fds > maxFDGrowth || goroutinesGrew {
-			v.violations = append(v.violations, violation{last.at, "grew: " + growth})
+		v.notes = append(v.notes, j.growth)
+		if j.grew {
+			v.violations = append(v.violations, violation{j.at, "grew: " + j.growth})
 		}
 	}
 	v.checked = fmt.Sprintf("%d samples of %d plugin processes, %d lived %s past a warm-up of %s and were judged (%d of them on goroutines too, as the active node's)",
@@ -984,6 +973,38 @@ func (s *soak) checkFlat() verdict {
 		}
 	}
 	return v
+}
+
+// processJudgement is invariant 5's look at one plugin process.
+type processJudgement struct {
+	growth          string // what it was at the start and at the end
+	grew            bool
+	goroutinesKnown bool
+	at              time.Time // its last sample
+}
+
+// judgeProcess compares one process's first sample after warm with its last,
+// if they lie span apart (not ok otherwise): RSS, threads and descriptors;
+// goroutines between its first and last samples that know them (those taken
+// while it served as the active node's plugin).
+func judgeProcess(ps []procSample, warm, span time.Duration, at func(time.Time) string) (processJudgement, bool) {
+	i := slices.IndexFunc(ps, func(p procSample) bool { return p.at.Sub(ps[0].at) >= warm })
+	if i < 0 || ps[len(ps)-1].at.Sub(ps[i].at) < span {
+		return processJudgement{}, false
+	}
+	first, last := ps[i], ps[len(ps)-1]
+	j := processJudgement{at: last.at}
+	j.growth = fmt.Sprintf("pid %d on %s, %s..%s: RSS %.1f -> %.1f MiB, threads %d -> %d, fds %d -> %d",
+		first.pid, first.node, at(first.at), at(last.at), mib(first.rss), mib(last.rss), first.threads, last.threads, first.fds, last.fds)
+	j.grew = last.rss-first.rss > max(maxRSSGrowth, first.rss/2) || last.threads-first.threads > maxThreadGrow || last.fds-first.fds > maxFDGrowth
+	known := slices.DeleteFunc(slices.Clone(ps[i:]), func(p procSample) bool { return p.goroutines < 0 })
+	if len(known) > 1 {
+		g0, g1 := known[0], known[len(known)-1]
+		j.growth += fmt.Sprintf(", goroutines %d -> %d (%s..%s)", g0.goroutines, g1.goroutines, at(g0.at), at(g1.at))
+		j.grew = j.grew || g1.goroutines-g0.goroutines > maxGoroutineGrowth
+		j.goroutinesKnown = true
+	}
+	return j, true
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
