@@ -94,15 +94,15 @@ var plantedBugs = []plantedBug{
 }
 
 // plantedRoleWriteSeed's three-minute schedule moves a role to its other
-// audience with verify=false at t+2m18s, and no fault after it replaces the
+// audience with verify=false near its end (planned at t+2m18s; played at
+// about t+2m49s, after the faults before it), and no fault after it replaces the
 // plugin process or the mount (either would load the role afresh). A search
 // of the schedules found it; a short schedule packs its cluster faults close.
 const plantedRoleWriteSeed = 471
 
-// plantedOutageSeed's three-minute schedule has Mirakl answering garbage to
-// both mounts for 16s from t+2m8s, around the time the tokens issued at setup
-// are due for their third refresh: the soak's readers refresh each token as
-// soon as it is due, so a shorter or earlier window (the "ci" schedule's) finds
-// no token that wants one, and nothing knocks at the gate. The one-minute
-// "ci" schedule missed this bug.
+// plantedOutageSeed's three-minute schedule has Mirakl failing while tokens
+// are due for a refresh (a 429 of 15s from t+49s caught the bug): the soak's
+// readers refresh each token as soon as it is due, so an outage window that
+// falls between refresh points finds no token that wants one, and nothing
+// knocks at the gate. The one-minute "ci" schedule missed this bug so.
 const plantedOutageSeed = 5
