@@ -21,6 +21,10 @@ type plantedBug struct {
 	why      string
 }
 
+// leaseBuilt is where pathTokenRead has a token to hand out: the per-read
+// leaks are planted after it.
+const leaseBuilt = "\tresp := b.Secret(secretTokenType).Response(data, leaseData(src, tok))\n"
+
 // ciSeed is the soak's "ci" run (e2e/soak/soak_test.go): in one minute a
 // leader killed, a step-down, a plugin killed, and Mirakl answering 503,
 // hanging and refusing.
@@ -74,8 +78,8 @@ var plantedBugs = []plantedBug{
 				"var errNotConfigured = errors.New(\"not configured\")\n",
 				"var errNotConfigured = errors.New(\"not configured\")\n\nvar keptPerRead [][]byte\n"},
 			{"path_token.go",
-				"	resp := b.Secret(secretTokenType).Response(data, leaseData(src, tok))\n",
-				"	resp := b.Secret(secretTokenType).Response(data, leaseData(src, tok))\n" +
+				leaseBuilt,
+				leaseBuilt +
 					"	keptPerRead = append(keptPerRead, []byte(strings.Repeat(\"x\", 32<<10)))\n"},
 			{"path_token.go", "\t\"net/http\"\n", "\t\"net/http\"\n\t\"strings\"\n"},
 		},
@@ -85,8 +89,8 @@ var plantedBugs = []plantedBug{
 	{
 		name: "each read leaves a goroutine behind", invariant: 5,
 		edits: []edit{{"path_token.go",
-			"	resp := b.Secret(secretTokenType).Response(data, leaseData(src, tok))\n",
-			"	resp := b.Secret(secretTokenType).Response(data, leaseData(src, tok))\n" +
+			leaseBuilt,
+			leaseBuilt +
 				"	go func() { <-b.alive.Done() }()\n"}},
 		seed: ciSeed, duration: time.Minute,
 		why: "a goroutine per read that waits for the mount's end: 30 a second, little memory each",
