@@ -254,21 +254,38 @@ func (g *gate) failed(err error, gen generation, now time.Time) {
 	g.reopensAt = now.Add(wait)
 }
 
-// inherit carries an earlier config's gate over to a new config that sends
-// to the same endpoint: an outage or Mirakl's Retry-After does not end
-// because the config was rewritten. A refusal concerned the old credentials:
-// it is carried over only if they are unchanged.
-func (g *gate) inherit(old *gate, sameCredentials bool) {
-	old.mu.Lock()
-	failure, failedAt, failures, refusals, reopensAt, retryAfterUntil := old.failure, old.failedAt, old.failures, old.refusals, old.reopensAt, old.retryAfterUntil
-	refused := old.refusedLocked()
-	old.mu.Unlock()
-	if refused && !sameCredentials {
+// inherit carries what another gate of the same endpoint learnt over to g:
+// an outage or Mirakl's Retry-After does not end because the config was
+// rewritten (the new config's gate takes the old one's), nor because a
+// rewrite's check failed (the config in use takes the check's). It only ever
+// adds to g's holds: a gate that has no failure on record (a check refused
+// for its audience alone) lifts none of g's, and of two holds the later one
+// stays. A refusal concerned the other gate's credentials: it is carried
+// over only if they are the same.
+func (g *gate) inherit(other *gate, sameCredentials bool) {
+	other.mu.Lock()
+	failure, failedAt, failures, refusals, reopensAt, retryAfterUntil := other.failure, other.failedAt, other.failures, other.refusals, other.reopensAt, other.retryAfterUntil
+	refused := other.refusedLocked()
+	other.mu.Unlock()
+	if failure == nil || (refused && !sameCredentials) {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.failure, g.failedAt, g.failures, g.refusals, g.reopensAt, g.retryAfterUntil = failure, failedAt, failures, refusals, reopensAt, retryAfterUntil
+	// The other's failure is g's own carried over, or a check's since: the
+	// latest news of the endpoint.
+	g.failure, g.failedAt, g.refusals = failure, failedAt, refusals
+	g.failures = max(g.failures, failures)
+	g.reopensAt = later(g.reopensAt, reopensAt)
+	g.retryAfterUntil = later(g.retryAfterUntil, retryAfterUntil)
+}
+
+// later is the later of two deadlines; a, unless both clocks put b after it.
+func later(a, b time.Time) time.Time {
+	if timeLeft(a, b) > 0 {
+		return b
+	}
+	return a
 }
 
 // lastFailure is the last request's error if none succeeded since.

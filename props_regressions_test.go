@@ -166,3 +166,49 @@ func TestPropsRegressionAFailedRoleWriteLeavesMetricSeries(t *testing.T) {
 		t.Fatal("the metrics have series for the role globex, which a failed write did not create")
 	}
 }
+
+// config, Mirakl answers 400 invalid_request to everything, read (refused:
+// the mount's gate holds for 30 s), write the config with an audience and
+// verify (the check, for that audience, is refused too: the write fails),
+// then 1 s later the periodic function: a request went out. The write's new
+// state did not take the old gate's refusal over (the audience differs), so
+// its gate was open; the check's refusal concerned its audience alone, and
+// copying what the check learnt back over the gate in use copied an open
+// gate, lifting a hold that nothing had ended. A failed check may add to the
+// holds of the config in use, never lift one (the second case: a 503 to a
+// check of a new secret shortened a refusal's 30 s hold to the outage's 5 s).
+func TestPropsRegressionAFailedConfigCheckOpensTheGateInUse(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		check map[string]any
+		fault fakemirakl.Fault // Mirakl's answer to the check
+	}{
+		"refused for its audience": {
+			map[string]any{"audience": acmeAudience, "verify": true},
+			fakemirakl.OAuthError(http.StatusBadRequest, "invalid_request", "no"),
+		},
+		"a new secret met an outage": {
+			map[string]any{"client_secret": "a-new-secret", "verify": true},
+			fakemirakl.HTMLError(http.StatusServiceUnavailable),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			env := newRolesEnv(t) // no token yet
+			env.fake.FailRandomly(1, fakemirakl.OAuthError(http.StatusBadRequest, "invalid_request", "no"))
+			resp, err := env.ReadToken(nil)
+			requireStatus(t, resp, err, http.StatusBadGateway, "Mirakl refused the credentials")
+			env.fake.FailRandomly(1, tc.fault)
+			resp, err = env.WriteConfig(tc.check)
+			if err == nil && (resp == nil || !resp.IsError()) {
+				t.Fatal("the config write succeeded: its check should have failed")
+			}
+			sent := env.fake.Requests()
+			env.clock.Advance(10 * time.Second) // past an outage's first wait, within a refusal's hold
+			env.periodic()
+			resp, err = env.ReadToken(nil)
+			requireStatus(t, resp, err, http.StatusBadGateway, "the next not before")
+			requireRequests(t, env, sent, "the periodic function and a read within the refusal's hold, after a failed config check")
+		})
+	}
+}

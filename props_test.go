@@ -1680,8 +1680,9 @@ func (h *history) take(a arrival) {
 // doubling wait after the last, and no sooner than the last failure's own
 // hold (a refusal's, a Retry-After). The model counts failures by steps, the
 // engine by requests, so the engine waits at least as long. What the model
-// cannot place (a write's check, which passes the gate; a request a stuck
-// Mirakl held) starts it over, which only loosens the bound.
+// cannot place is left out (a write's check, which passes the gate: it may
+// add to a hold, never lift one) or starts it over (a request a stuck Mirakl
+// held), which only loosens the bound.
 func (h *history) scheduled(a arrival) {
 	switch o := h.outage; {
 	case a.stuck:

@@ -50,7 +50,11 @@ var mutations = []mutation{
 	{"gate: Retry-After not capped", "gate.go",
 		"asked := min(upstream.RetryAfter, maxRetryAfter)", "asked := upstream.RetryAfter", "a limit left out"},
 	{"gate: a replaced secret's refusal carried over", "gate.go",
-		"	if refused && !sameCredentials {\n", "	if false && refused && !sameCredentials {\n", "a rule forgotten on one path"},
+		"	if failure == nil || (refused && !sameCredentials) {\n", "	if failure == nil || (false && refused && !sameCredentials) {\n", "a rule forgotten on one path"},
+	{"gate: a failed check's open gate lifts the hold in use", "gate.go",
+		"	if failure == nil || (refused && !sameCredentials) {\n", "	if refused && !sameCredentials {\n", "a copy that overwrites what it should add to"},
+	{"gate: a carried-over hold shortens the one in use", "gate.go",
+		"	if timeLeft(a, b) > 0 {\n", "	if true {\n", "a copy that overwrites what it should add to"},
 	{"mount: the replaced state is not closed", "mount.go",
 		"	if old != nil && old != next {\n		old.close()\n", "	if old != nil && old != next {\n", "a dropped statement"},
 
