@@ -519,18 +519,21 @@ func (h *history) settle() {
 }
 
 // unstick lets a stuck Mirakl answer (as it is otherwise configured) and
-// waits for the requests it held.
+// waits for the requests it held. Mirakl counts as stuck until they have
+// ended: a request started while it was stuck may reach it only now (a
+// background refresh still on its way, a retry), and belongs to the step
+// that started it, not to the one that lets Mirakl go.
 func (h *history) unstick() {
 	if h.hold == nil {
 		return
 	}
 	close(h.hold)
 	h.hold = nil
-	h.setMode("healthy")
 	for _, fake := range []*fakemirakl.Server{h.fake, h.other} {
 		fake.FailRandomly(0, fakemirakl.Fault{})
 	}
 	h.settle()
+	h.setMode("healthy")
 }
 
 func (h *history) status() map[string]any {
