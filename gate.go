@@ -248,10 +248,12 @@ func (g *gate) failed(err error, gen generation, now time.Time) {
 	var upstream *UpstreamError
 	if errors.As(err, &upstream) && upstream.RetryAfter > 0 {
 		asked := min(upstream.RetryAfter, maxRetryAfter)
-		g.retryAfterUntil = now.Add(asked)
+		g.retryAfterUntil = laterHold(now, g.retryAfterUntil, now.Add(asked))
 		wait = max(wait, asked)
 	}
-	g.reopensAt = now.Add(wait)
+	// A check passes a closed gate (an admin's "try now"): its failure adds
+	// to the hold, it never shortens a refusal's or a Retry-After.
+	g.reopensAt = laterHold(now, g.reopensAt, now.Add(wait))
 }
 
 // inherit carries what another gate of the same endpoint learnt over to g:
@@ -259,10 +261,10 @@ func (g *gate) failed(err error, gen generation, now time.Time) {
 // rewritten (the new config's gate takes the old one's), nor because a
 // rewrite's check failed (the config in use takes the check's). It only ever
 // adds to g's holds: a gate that has no failure on record (a check refused
-// for its audience alone) lifts none of g's, and of two holds the later one
-// stays. A refusal concerned the other gate's credentials: it is carried
-// over only if they are the same.
-func (g *gate) inherit(other *gate, sameCredentials bool) {
+// for its audience alone) lifts none of g's, and of two holds the one with
+// more left at now stays. A refusal concerned the other gate's credentials:
+// it is carried over only if they are the same.
+func (g *gate) inherit(other *gate, sameCredentials bool, now time.Time) {
 	other.mu.Lock()
 	failure, failedAt, failures, refusals, reopensAt, retryAfterUntil := other.failure, other.failedAt, other.failures, other.refusals, other.reopensAt, other.retryAfterUntil
 	refused := other.refusedLocked()
@@ -276,16 +278,17 @@ func (g *gate) inherit(other *gate, sameCredentials bool) {
 	// latest news of the endpoint.
 	g.failure, g.failedAt, g.refusals = failure, failedAt, refusals
 	g.failures = max(g.failures, failures)
-	g.reopensAt = later(g.reopensAt, reopensAt)
-	g.retryAfterUntil = later(g.retryAfterUntil, retryAfterUntil)
+	g.reopensAt = laterHold(now, g.reopensAt, reopensAt)
+	g.retryAfterUntil = laterHold(now, g.retryAfterUntil, retryAfterUntil)
 }
 
-// later is the later of two deadlines; a, unless both clocks put b after it.
-func later(a, b time.Time) time.Time {
-	if timeLeft(a, b) > 0 {
-		return b
+// laterHold is whichever of two holds has more left at now, by the one clock
+// rule: a failure or a carried-over hold adds to a hold, never lifts one.
+func laterHold(now, held, next time.Time) time.Time {
+	if timeLeft(now, next) > timeLeft(now, held) {
+		return next
 	}
-	return a
+	return held
 }
 
 // lastFailure is the last request's error if none succeeded since.

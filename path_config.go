@@ -192,9 +192,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	old := b.loadedMount()
 	sameEndpoint := old != nil && existing != nil && !cfg.movesSecretFrom(old.config)
 	if sameEndpoint {
-		mount.gate.inherit(&old.gate, cfg.sameCredentials(old.config))
+		mount.gate.inherit(&old.gate, cfg.sameCredentials(old.config), b.now())
 		if cfg.Audience == old.config.Audience {
-			mount.defaultToken.cache.hold.inherit(&old.defaultToken.cache.hold, cfg.sameCredentials(old.config))
+			mount.defaultToken.cache.hold.inherit(&old.defaultToken.cache.hold, cfg.sameCredentials(old.config), b.now())
 		}
 	}
 	if d.Get(fieldVerify).(bool) {
@@ -204,7 +204,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 				// What the check learnt of the endpoint (an outage, Mirakl's
 				// Retry-After) holds for the config in use too; a refusal only
 				// if it was of the same credentials.
-				old.gate.inherit(&mount.gate, cfg.sameCredentials(old.config))
+				old.gate.inherit(&mount.gate, cfg.sameCredentials(old.config), b.now())
 			}
 			return configCheckFailed(err, secretGiven)
 		}

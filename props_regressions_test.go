@@ -175,20 +175,32 @@ func TestPropsRegressionAFailedRoleWriteLeavesMetricSeries(t *testing.T) {
 // its gate was open; the check's refusal concerned its audience alone, and
 // copying what the check learnt back over the gate in use copied an open
 // gate, lifting a hold that nothing had ended. A failed check may add to the
-// holds of the config in use, never lift one (the second case: a 503 to a
-// check of a new secret shortened a refusal's 30 s hold to the outage's 5 s).
-func TestPropsRegressionAFailedConfigCheckOpensTheGateInUse(t *testing.T) {
+// holds in use, never lift one: a 503 to a check of a new secret shortened a
+// refusal's 30 s hold to the outage's 5 s the same way, and a 503 to a role's
+// check, which fails the mount's own gate, did it too (gate.failed set the
+// hold from the check's failure alone).
+func TestPropsRegressionAFailedCheckLiftsAHold(t *testing.T) {
 	t.Parallel()
 	for name, tc := range map[string]struct {
-		check map[string]any
+		check func(*testEnv) (*logical.Response, error)
 		fault fakemirakl.Fault // Mirakl's answer to the check
 	}{
-		"refused for its audience": {
-			map[string]any{"audience": acmeAudience, "verify": true},
+		"a config check refused for its audience": {
+			func(env *testEnv) (*logical.Response, error) {
+				return env.WriteConfig(map[string]any{"audience": acmeAudience, "verify": true})
+			},
 			fakemirakl.OAuthError(http.StatusBadRequest, "invalid_request", "no"),
 		},
-		"a new secret met an outage": {
-			map[string]any{"client_secret": "a-new-secret", "verify": true},
+		"a new secret's check met an outage": {
+			func(env *testEnv) (*logical.Response, error) {
+				return env.WriteConfig(map[string]any{"client_secret": "a-new-secret", "verify": true})
+			},
+			fakemirakl.HTMLError(http.StatusServiceUnavailable),
+		},
+		"a role's check met an outage": {
+			func(env *testEnv) (*logical.Response, error) {
+				return env.WriteRole("acme", map[string]any{"audience": acmeAudience})
+			},
 			fakemirakl.HTMLError(http.StatusServiceUnavailable),
 		},
 	} {
@@ -199,16 +211,16 @@ func TestPropsRegressionAFailedConfigCheckOpensTheGateInUse(t *testing.T) {
 			resp, err := env.ReadToken(nil)
 			requireStatus(t, resp, err, http.StatusBadGateway, "Mirakl refused the credentials")
 			env.fake.FailRandomly(1, tc.fault)
-			resp, err = env.WriteConfig(tc.check)
+			resp, err = tc.check(env)
 			if err == nil && (resp == nil || !resp.IsError()) {
-				t.Fatal("the config write succeeded: its check should have failed")
+				t.Fatal("the write succeeded: its check should have failed")
 			}
 			sent := env.fake.Requests()
-			env.clock.Advance(10 * time.Second) // past an outage's first wait, within a refusal's hold
+			env.clock.Advance(10 * time.Second) // past an outage's first waits, within a refusal's hold
 			env.periodic()
 			resp, err = env.ReadToken(nil)
 			requireStatus(t, resp, err, http.StatusBadGateway, "the next not before")
-			requireRequests(t, env, sent, "the periodic function and a read within the refusal's hold, after a failed config check")
+			requireRequests(t, env, sent, "the periodic function and a read within the refusal's hold, after a failed check")
 		})
 	}
 }

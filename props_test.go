@@ -221,6 +221,14 @@ type propsOutage struct {
 	// lastHold: the least the gate holds after the last failure beyond its
 	// schedule (the least of the first step's, whose order is unknown).
 	lastHold time.Duration
+	// checkAt, checkLeft: a write's check failed at checkAt, when at least
+	// checkLeft of the schedule was left. The engine's hold counts from
+	// the check from then on, by the one clock rule: a clock that jumps
+	// between the last failure and the check (a wall clock stepped back)
+	// can make the check's hold pass before the schedule's would have.
+	checkAt   time.Time
+	checkLeft time.Duration
+	checked   bool
 }
 
 // history is one random history's world: a mount, its clock and storage,
@@ -1683,14 +1691,24 @@ func (h *history) take(a arrival) {
 // doubling wait after the last, and no sooner than the last failure's own
 // hold (a refusal's, a Retry-After). The model counts failures by steps, the
 // engine by requests, so the engine waits at least as long. What the model
-// cannot place is left out (a write's check, which passes the gate: it may
-// add to a hold, never lift one) or starts it over (a request a stuck Mirakl
-// held), which only loosens the bound.
+// cannot place starts it over (a request a stuck Mirakl held), which only
+// loosens the bound; a write's check, which passes the gate, may add to the
+// hold, never lift one.
 func (h *history) scheduled(a arrival) {
 	switch o := h.outage; {
 	case a.stuck:
 		h.outage = nil
 	case !a.gated:
+		// A write's check passes the gate, and its failure may add to the
+		// hold, never lift one: what was left of the schedule (or of an
+		// earlier check's) is left still, counted from the check.
+		if o != nil {
+			left := max(max(minGateWait(o.failures), o.lastHold)-elapsedBetween(o.lastAt, a.at), 0)
+			if o.checked {
+				left = min(left, max(o.checkLeft-elapsedBetween(o.checkAt, a.at), 0))
+			}
+			o.checked, o.checkAt, o.checkLeft = true, a.at, left
+		}
 	case o == nil:
 		h.outage = &propsOutage{firstStep: a.step, lastStep: a.step, lastAt: a.at, failures: 1, lastHold: a.hold}
 	case a.step == o.firstStep:
@@ -1706,12 +1724,12 @@ func (h *history) scheduled(a arrival) {
 			"the mount's gate lets one request through per reopening, for every role together (step %d)", a.step)
 	default:
 		gap, floor := elapsedBetween(o.lastAt, a.at), max(minGateWait(o.failures), o.lastHold)
-		if gap < floor {
+		if gap < floor && (!o.checked || elapsedBetween(o.checkAt, a.at) < o.checkLeft) {
 			h.t.Fatalf("a request to Mirakl %s after the last failure of an outage (the %d%s), less than the gate's least wait of %s: "+
 				"the mount's gate schedule holds for every role together", gap, o.failures, ordinal(o.failures), floor)
 		}
 		o.failures++
-		o.lastStep, o.lastAt, o.lastHold = a.step, a.at, a.hold
+		o.lastStep, o.lastAt, o.lastHold, o.checked = a.step, a.at, a.hold, false
 	}
 }
 

@@ -54,7 +54,9 @@ var mutations = []mutation{
 	{"gate: a failed check's open gate lifts the hold in use", "gate.go",
 		"	if failure == nil || (refused && !sameCredentials) {\n", "	if refused && !sameCredentials {\n", "a copy that overwrites what it should add to"},
 	{"gate: a carried-over hold shortens the one in use", "gate.go",
-		"	if timeLeft(a, b) > 0 {\n", "	if true {\n", "a copy that overwrites what it should add to"},
+		"	if timeLeft(now, next) > timeLeft(now, held) {\n", "	if true {\n", "a copy that overwrites what it should add to"},
+	{"gate: a check's failure shortens the hold", "gate.go",
+		"g.reopensAt = laterHold(now, g.reopensAt, now.Add(wait))", "g.reopensAt = now.Add(wait)", "a copy that overwrites what it should add to"},
 	{"mount: the replaced state is not closed", "mount.go",
 		"	if old != nil && old != next {\n		old.close()\n", "	if old != nil && old != next {\n", "a dropped statement"},
 
