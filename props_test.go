@@ -221,15 +221,18 @@ type propsOutage struct {
 	// lastHold: the least the gate holds after the last failure beyond its
 	// schedule (the least of the first step's, whose order is unknown).
 	lastHold time.Duration
-	// checkAt, checkLeft: a write's check failed at checkAt, when at least
-	// checkLeft of the schedule was left. The engine's hold counts from
-	// the check from then on, by the one clock rule: a clock that jumps
-	// between the last failure and the check (a wall clock stepped back)
-	// can make the check's hold pass before the schedule's would have.
+	// checkAt, checkLeft: a write's check failed at checkAt (zero: none
+	// since the last failure), when at least checkLeft of the schedule was
+	// left. The engine's hold counts from the check from then on, by the
+	// one clock rule: a clock that jumps between the last failure and the
+	// check (a wall clock stepped back) can make the check's hold pass
+	// before the schedule's would have.
 	checkAt   time.Time
 	checkLeft time.Duration
-	checked   bool
 }
+
+// floor is the least the gate waits after the outage's last failure.
+func (o *propsOutage) floor() time.Duration { return max(minGateWait(o.failures), o.lastHold) }
 
 // history is one random history's world: a mount, its clock and storage,
 // two Mirakl endpoints (the configured one and another), and what the
@@ -1703,11 +1706,11 @@ func (h *history) scheduled(a arrival) {
 		// hold, never lift one: what was left of the schedule (or of an
 		// earlier check's) is left still, counted from the check.
 		if o != nil {
-			left := max(max(minGateWait(o.failures), o.lastHold)-elapsedBetween(o.lastAt, a.at), 0)
-			if o.checked {
+			left := max(o.floor()-elapsedBetween(o.lastAt, a.at), 0)
+			if !o.checkAt.IsZero() {
 				left = min(left, max(o.checkLeft-elapsedBetween(o.checkAt, a.at), 0))
 			}
-			o.checked, o.checkAt, o.checkLeft = true, a.at, left
+			o.checkAt, o.checkLeft = a.at, left
 		}
 	case o == nil:
 		h.outage = &propsOutage{firstStep: a.step, lastStep: a.step, lastAt: a.at, failures: 1, lastHold: a.hold}
@@ -1723,13 +1726,13 @@ func (h *history) scheduled(a arrival) {
 		h.t.Fatalf("two requests to Mirakl in one step while a failure that concerns every role was on record: "+
 			"the mount's gate lets one request through per reopening, for every role together (step %d)", a.step)
 	default:
-		gap, floor := elapsedBetween(o.lastAt, a.at), max(minGateWait(o.failures), o.lastHold)
-		if gap < floor && (!o.checked || elapsedBetween(o.checkAt, a.at) < o.checkLeft) {
+		gap, floor := elapsedBetween(o.lastAt, a.at), o.floor()
+		if gap < floor && (o.checkAt.IsZero() || elapsedBetween(o.checkAt, a.at) < o.checkLeft) {
 			h.t.Fatalf("a request to Mirakl %s after the last failure of an outage (the %d%s), less than the gate's least wait of %s: "+
 				"the mount's gate schedule holds for every role together", gap, o.failures, ordinal(o.failures), floor)
 		}
 		o.failures++
-		o.lastStep, o.lastAt, o.lastHold, o.checked = a.step, a.at, a.hold, false
+		o.lastStep, o.lastAt, o.lastHold, o.checkAt = a.step, a.at, a.hold, time.Time{}
 	}
 }
 
